@@ -1,0 +1,85 @@
+"""Read-side queries for the Runs tab and the CLI: plain dicts, ready to show."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.artifacts import lineage
+from db.models import Artifact, Job, Metric, utcnow
+
+
+def _fmt(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S") if t else ""
+
+
+def progress_text(job: Job) -> str:
+    if job.progress_total:
+        pct = 100.0 * job.progress_done / job.progress_total
+        return f"{job.progress_done}/{job.progress_total} ({pct:.0f}%)"
+    return ""
+
+
+def duration_s(job: Job) -> float | None:
+    if not job.started_at:
+        return None
+    return ((job.finished_at or utcnow()) - job.started_at).total_seconds()
+
+
+def jobs_table(s: Session, kind: str | None = None, status: str | None = None, owner: str | None = None,
+               limit: int = 200) -> list[dict[str, Any]]:
+    q = select(Job).order_by(Job.id.desc()).limit(limit)
+    if kind:
+        q = q.where(Job.kind == kind)
+    if status:
+        q = q.where(Job.status == status)
+    if owner:
+        q = q.where(Job.owner == owner)
+    out = []
+    for j in s.scalars(q):
+        d = duration_s(j)
+        out.append({"id": j.id, "kind": j.kind, "status": j.status, "owner": j.owner or "",
+                    "progress": progress_text(j), "created": _fmt(j.created_at),
+                    "duration_s": round(d, 1) if d is not None else None,
+                    "name": (j.spec or {}).get("output") or ""})
+    return out
+
+
+def job_artifacts(s: Session, job_id: int) -> list[dict[str, Any]]:
+    arts = s.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id))
+    return [{"id": a.id, "kind": a.kind, "name": a.name, "path": a.path, "metadata": a.meta,
+             "lineage": lineage(s, a.id)} for a in arts]
+
+
+def job_summary(s: Session, job_id: int, with_spec: bool = False) -> dict[str, Any]:
+    j = s.get(Job, job_id)
+    if j is None:
+        raise ValueError(f"no job {job_id}")
+    d = duration_s(j)
+    info: dict[str, Any] = {
+        "id": j.id, "kind": j.kind, "status": j.status, "owner": j.owner, "attempt": j.attempt,
+        "progress": progress_text(j), "progress_done": j.progress_done, "progress_total": j.progress_total,
+        "progress_message": j.progress_message, "created": _fmt(j.created_at), "started": _fmt(j.started_at),
+        "finished": _fmt(j.finished_at), "duration_s": round(d, 1) if d is not None else None,
+        "worker": j.worker_id, "executor": j.executor, "handle": j.executor_handle, "pid": j.pid,
+        "exit_code": j.exit_code, "error": j.error, "log_path": j.log_path, "cancel_requested": j.cancel_requested,
+        "parent_id": j.parent_id, "resume_of_id": j.resume_of_id, "result": j.result,
+        "artifacts": job_artifacts(s, job_id),
+    }
+    if with_spec:
+        info["spec"] = j.spec
+    return info
+
+
+def job_metrics(s: Session, job_id: int) -> dict[str, list[tuple[int, float]]]:
+    series: dict[str, list[tuple[int, float]]] = {}
+    for m in s.scalars(select(Metric).where(Metric.job_id == job_id).order_by(Metric.key, Metric.step, Metric.id)):
+        series.setdefault(m.key, []).append((m.step, m.value))
+    return series
+
+
+def job_owners(s: Session) -> list[str]:
+    return sorted(o for o in s.scalars(select(Job.owner).distinct()) if o)

@@ -1,0 +1,56 @@
+"""The ``RunContext`` protocol: everything a step may do to the outside world goes through it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+ArtifactKind = Literal["model", "dataset", "report"]
+
+
+class StopRequested(Exception):
+    """Raised by a step when ``ctx.should_stop()`` turned true: the job ends as cancelled."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference made concrete: where its files are and which artifact (if any) it is."""
+
+    ref: str
+    path: Path | None  # local folder with config.json, or None for a hub id not downloaded yet
+    hub_id: str | None = None
+    artifact_id: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class RunContext(Protocol):
+    job_id: int
+    job_dir: Path  # scratch and outputs of this job
+    workspace: Path  # HALA_HOME
+
+    def log(self, message: str) -> None: ...
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None: ...
+
+    def progress(self, done: int, total: int, message: str = "") -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+    def add_artifact(
+        self,
+        kind: ArtifactKind,
+        name: str,
+        path: Path,
+        metadata: dict[str, Any] | None = None,
+        inputs: list[int] | tuple[int, ...] = (),
+    ) -> int: ...
+
+    def resolve_model(self, ref: str) -> ResolvedModel: ...
+
+    def artifact_path(self, kind: ArtifactKind, name: str) -> Path:
+        """The folder where a new artifact of this kind and name is written (inside the workspace)."""
+        ...
+
+    def set_result(self, result: dict[str, Any]) -> None: ...

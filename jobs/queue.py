@@ -1,0 +1,115 @@
+"""Enqueue, claim, cancel, retry and clone jobs. The db is the queue; claiming is one atomic UPDATE."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from db.models import ACTIVE_STATES, FINAL_STATES, Job, utcnow
+from hala_core.specs import BaseSpec, parse_spec
+
+
+def enqueue(s: Session, spec: BaseSpec | dict[str, Any], owner: str | None = None, parent_id: int | None = None,
+            resume_of_id: int | None = None) -> Job:
+    """Validate the spec and add a queued job. Raises ValueError if the spec is invalid."""
+    if not isinstance(spec, BaseSpec):
+        spec = parse_spec(spec)
+    data = spec.model_dump(mode="json")
+    job = Job(kind=data["kind"], status="queued", spec=data, owner=owner, parent_id=parent_id,
+              resume_of_id=resume_of_id)
+    s.add(job)
+    s.flush()
+    return job
+
+
+def claim_next(s: Session, worker_id: str, host: str, executor: str = "local",
+               global_limit: int | None = None) -> int | None:
+    """Claim the oldest queued job for this worker, or return None.
+
+    One UPDATE … WHERE status='queued' … RETURNING: two workers (threads or processes, on one SQLite
+    file or a server database) can never both claim one job. ``global_limit`` caps the number of
+    claimed/running jobs across all workers, checked in the same statement.
+    """
+    pick = (select(Job.id).where(Job.status == "queued", Job.executor == executor)
+            .order_by(Job.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
+    stmt = (update(Job).where(Job.id == pick, Job.status == "queued")
+            .values(status="claimed", worker_id=worker_id, host=host, claimed_at=utcnow(),
+                    attempt=Job.attempt + 1, cancel_requested=False)
+            .returning(Job.id))
+    if global_limit is not None:
+        active = select(func.count(Job.id)).where(Job.status.in_(ACTIVE_STATES)).scalar_subquery()
+        stmt = stmt.where(active < global_limit)
+    row = s.execute(stmt).first()
+    return row[0] if row else None
+
+
+def get_job(s: Session, job_id: int) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise ValueError(f"no job {job_id}")
+    return job
+
+
+def request_cancel(s: Session, job_id: int) -> str:
+    """Cancel a job: a queued one at once, a claimed/running one by flag (the worker signals it)."""
+    job = get_job(s, job_id)
+    if job.status == "queued":
+        n = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                      .values(status="cancelled", finished_at=utcnow(), error="cancelled before it started")).rowcount
+        if n:
+            return "cancelled"
+        s.refresh(job)
+    if job.status in ACTIVE_STATES:
+        job.cancel_requested = True
+        return "cancel requested"
+    raise ValueError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+
+
+def retry(s: Session, job_id: int, owner: str | None = None) -> Job:
+    """Queue the same spec again as a new job linked to the old one."""
+    old = get_job(s, job_id)
+    if old.status not in FINAL_STATES:
+        raise ValueError(f"job {job_id} is {old.status}; retry is for finished jobs ({', '.join(FINAL_STATES)})")
+    return enqueue(s, old.spec, owner=owner or old.owner, parent_id=old.id)
+
+
+def clone(s: Session, job_id: int, edits: dict[str, Any] | str | None = None, owner: str | None = None) -> Job:
+    """Queue a copy of a job's spec with edits: a dict of fields to change, or a whole spec as YAML."""
+    old = get_job(s, job_id)
+    if isinstance(edits, str):
+        new_spec = parse_spec(edits)
+    else:
+        new_spec = parse_spec({**old.spec, **(edits or {})})
+    if new_spec.kind != old.kind:  # type: ignore[attr-defined]
+        raise ValueError(f"a clone keeps the kind of job {job_id} ({old.kind}), not {new_spec.kind}")  # type: ignore[attr-defined]
+    return enqueue(s, new_spec, owner=owner or old.owner, parent_id=old.id)
+
+
+def finish(s: Session, job_id: int, status: str, error: str | None = None, exit_code: int | None = None,
+           only_if_active: bool = True) -> bool:
+    """Move a job to a final state (only from claimed/running unless told otherwise)."""
+    assert status in FINAL_STATES, status
+    stmt = update(Job).where(Job.id == job_id)
+    if only_if_active:
+        stmt = stmt.where(Job.status.in_(ACTIVE_STATES))
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+    if error is not None:
+        values["error"] = error[-4000:]
+    if exit_code is not None:
+        values["exit_code"] = exit_code
+    return s.execute(stmt.values(**values)).rowcount > 0
+
+
+def stale_cutoff(seconds: float):
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def claim_job(s: Session, job_id: int, worker_id: str, host: str) -> bool:
+    """Claim one given job (for ``--inline`` runs); False if it is no longer queued."""
+    n = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                  .values(status="claimed", worker_id=worker_id, host=host, claimed_at=utcnow(),
+                          attempt=Job.attempt + 1, cancel_requested=False)).rowcount
+    return n > 0

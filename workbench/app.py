@@ -1,0 +1,49 @@
+"""The Gradio app: one module per tab under ``workbench/tabs``; each builds its spec and reads the db."""
+
+from __future__ import annotations
+
+import secrets
+
+import gradio as gr
+
+from hala_core.settings import Settings
+from workbench.tabs import artifacts, home, merge, runs, users
+
+CSS = """
+.bidi { unicode-bidi: plaintext; white-space: pre-wrap; }
+.rtl, .rtl textarea { direction: rtl; text-align: right; }
+.hala-progress-track { background: #e5e7eb; border-radius: 4px; height: 10px; overflow: hidden; }
+.hala-progress-bar { background: #0f766e; height: 10px; transition: width .4s; }
+.hala-progress-label { font-size: 0.9em; margin-bottom: 4px; }
+.hala-samples { width: 100%; border-collapse: collapse; table-layout: fixed; }
+.hala-samples td, .hala-samples th { border: 1px solid #d1d5db; padding: 6px; vertical-align: top; }
+.hala-kv th { text-align: left; padding-right: 12px; font-weight: 600; }
+.demo-label { color: #b45309; font-weight: 600; }
+"""
+
+
+def browser_secret(settings: Settings) -> str:
+    """A per-workspace secret, so what the browser remembers (open job, …) survives a server restart."""
+    path = settings.home / ".browser_secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def build_app(settings: Settings) -> gr.Blocks:
+    secret = browser_secret(settings)
+    with gr.Blocks(title="Hala Workbench") as demo:
+        gr.Markdown("# Hala Workbench\nTranslate-and-tune for Arabic: merge, run, track.")
+        with gr.Tabs():
+            with gr.Tab("Home", id="home"):
+                home.build(demo, settings)
+            with gr.Tab("Merge", id="merge"):
+                merge.build(demo, settings)
+            with gr.Tab("Runs", id="runs"):
+                runs.build(demo, settings, secret)
+            with gr.Tab("Artifacts", id="artifacts"):
+                artifacts.build(demo, settings)
+            with gr.Tab("Users", id="users"):
+                users.build(demo, settings)
+    return demo

@@ -1,0 +1,367 @@
+"""The ``hala`` command line: the same specs and queue as the browser."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hala_core.settings import Settings
+
+FINAL = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+def _settings() -> Settings:
+    from workbench.bootstrap import open_workspace
+
+    return open_workspace()
+
+
+def _print(obj: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2, default=str) if as_json else text)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def _load_spec_file(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read spec file {path!r}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping with a 'kind' field")
+    return data
+
+
+def _wait(settings: Settings, job_id: int, quiet: bool) -> dict[str, Any]:
+    from db.session import session_scope
+    from db.queries import job_summary
+
+    last = None
+    while True:
+        with session_scope(settings.db_url) as s:
+            info = job_summary(s, job_id)
+        line = f"job {job_id}: {info['status']} {info['progress']}"
+        if not quiet and line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        if info["status"] in FINAL:
+            return info
+        time.sleep(0.3)
+
+
+def _report(info: dict[str, Any], as_json: bool) -> int:
+    text = [f"job {info['id']} {info['status']}"]
+    if info.get("error"):
+        text.append(f"error: {info['error']}")
+    for a in info.get("artifacts", []):
+        text.append(f"artifact {a['kind']} {a['name']}: {a['path']}")
+    _print(info, as_json, "\n".join(text))
+    return 0 if info["status"] == "succeeded" else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from db.session import session_scope
+    from jobs.queue import enqueue
+    from jobs.worker import live_worker
+    from jobs.precheck import precheck
+
+    settings = _settings()
+    spec_data = _load_spec_file(args.spec)
+    with session_scope(settings.db_url) as s:
+        spec = precheck(s, settings, spec_data)
+        job = enqueue(s, spec, owner=args.owner)
+        job_id = job.id
+    if not args.json:
+        print(f"queued job {job_id} ({spec.kind})", file=sys.stderr)  # type: ignore[attr-defined]
+    if args.inline:
+        return _run_inline(settings, job_id, args.json)
+    if not args.wait:
+        _print({"id": job_id, "status": "queued"}, args.json, str(job_id))
+        return 0
+    if live_worker(settings) is None:
+        print("note: no worker is running on this host; start `hala worker` or `hala workbench`, "
+              "or use --inline to run it here", file=sys.stderr)
+    return _report(_wait(settings, job_id, args.json), args.json)
+
+
+def _run_inline(settings: Settings, job_id: int, as_json: bool) -> int:
+    from db.session import session_scope
+    from jobs.worker import JobWorker
+    from db.queries import job_summary
+
+    JobWorker(settings).run_one(job_id)
+    with session_scope(settings.db_url) as s:
+        return _report(job_summary(s, job_id), as_json)
+
+
+def cmd_demo_models(args: argparse.Namespace) -> int:
+    from db.session import session_scope
+    from hala_core.specs import DemoModelsSpec
+    from jobs.queue import enqueue
+
+    settings = _settings()
+    with session_scope(settings.db_url) as s:
+        job_id = enqueue(s, DemoModelsSpec(overwrite=args.overwrite), owner=args.owner).id
+    return _run_inline(settings, job_id, args.json)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from db.session import session_scope
+    from jobs import queue
+    from db.queries import job_summary, jobs_table
+
+    settings = _settings()
+    with session_scope(settings.db_url) as s:
+        if args.jobs_cmd == "list":
+            rows = jobs_table(s, kind=args.kind, status=args.status, owner=args.owner, limit=args.limit)
+            text = "\n".join(f"{r['id']:>5}  {r['kind']:<12} {r['status']:<11} {r['owner'] or '-':<10} "
+                             f"{r['progress']:<14} {r['created']}" for r in rows) or "no jobs"
+            _print(rows, args.json, text)
+        elif args.jobs_cmd == "show":
+            info = job_summary(s, args.id, with_spec=True)
+            _print(info, args.json, "\n".join(f"{k}: {v}" for k, v in info.items()))
+        elif args.jobs_cmd == "cancel":
+            print(f"job {args.id}: {queue.request_cancel(s, args.id)}")
+        elif args.jobs_cmd == "retry":
+            print(f"queued job {queue.retry(s, args.id, owner=args.owner).id} (retry of {args.id})")
+        elif args.jobs_cmd == "clone":
+            edits: dict[str, Any] = {}
+            import yaml
+
+            for item in args.set or []:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--set {item!r}: use key=value")
+                edits[key] = yaml.safe_load(value)
+            print(f"queued job {queue.clone(s, args.id, edits, owner=args.owner).id} (clone of {args.id})")
+        elif args.jobs_cmd == "logs":
+            from jobs.logs import read_log_tail
+
+            job = queue.get_job(s, args.id)
+            log_path = job.log_path
+    if args.jobs_cmd == "logs":
+        return _logs(settings, args.id, log_path, args.tail, args.follow)
+    return 0
+
+
+def _logs(settings: Settings, job_id: int, log_path: str | None, tail: int, follow: bool) -> int:
+    from db.session import session_scope
+    from jobs.logs import read_log_tail
+
+    if not log_path:
+        print(f"job {job_id} has no log yet (it has not started)", file=sys.stderr)
+        return 0
+    print(read_log_tail(log_path, tail), end="")
+    if not follow:
+        return 0
+    pos = Path(log_path).stat().st_size
+    while True:
+        with open(log_path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(pos)
+            chunk = fh.read()
+            pos = fh.tell()
+        if chunk:
+            print(chunk, end="", flush=True)
+        with session_scope(settings.db_url) as s:
+            from jobs.queue import get_job
+
+            if get_job(s, job_id).status in FINAL:
+                return 0
+        time.sleep(0.5)
+
+
+def cmd_artifacts(args: argparse.Namespace) -> int:
+    from db.artifacts import list_artifacts
+    from db.session import session_scope
+
+    settings = _settings()
+    with session_scope(settings.db_url) as s:
+        rows = [{"id": a.id, "kind": a.kind, "name": a.name, "path": a.path, "job": a.job_id, "metadata": a.meta}
+                for a in list_artifacts(s, args.kind)]
+    _print(rows, args.json, "\n".join(f"{r['id']:>4} {r['kind']:<8} {r['name']:<30} {r['path']}" for r in rows)
+           or "no artifacts")
+    return 0
+
+
+# -- users and db -------------------------------------------------------------------------------
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if os.environ.get("HALA_PASSWORD"):
+        return os.environ["HALA_PASSWORD"]
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from db import users
+    from db.session import session_scope
+
+    settings = _settings()
+    with session_scope(settings.db_url) as s:
+        if args.users_cmd == "add":
+            users.add_user(s, args.name, args.role, _password(args))
+            print(f"user {args.name} added as {args.role}")
+        elif args.users_cmd == "list":
+            rows = [{"name": u.name, "role": u.role, "disabled": u.disabled} for u in users.list_users(s)]
+            _print(rows, args.json, "\n".join(f"{r['name']:<20} {r['role']}" for r in rows) or "no users")
+        elif args.users_cmd == "passwd":
+            users.set_password(s, args.name, _password(args))
+            print(f"password of {args.name} changed")
+        elif args.users_cmd == "role":
+            users.set_role(s, args.name, args.role)
+            print(f"{args.name} is now {args.role}")
+        elif args.users_cmd == "remove":
+            users.remove_user(s, args.name)
+            print(f"user {args.name} removed")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+    from hala_core.settings import load_settings
+
+    settings = load_settings().ensure()
+    before, after = upgrade(settings.db_url, args.revision)
+    print(f"{settings.db_url}: {before or 'empty'} → {after}" if before != after else
+          f"{settings.db_url}: already at {after}")
+    return 0
+
+
+# -- long-running processes ---------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from jobs.worker import JobWorker, WorkerConfig
+
+    settings = _settings()
+    worker = JobWorker(settings, WorkerConfig(max_jobs=args.max_jobs, poll_s=args.poll,
+                                              global_limit=args.global_limit))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop_event.set())
+    worker.run_forever()
+    return 0
+
+
+def cmd_workbench(args: argparse.Namespace) -> int:
+    from workbench.server import serve
+
+    return serve(_settings(), host=args.host, port=args.port, worker=not args.no_worker,
+                 max_jobs=args.max_jobs, share=args.share)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hala", description="Hala Workbench: the translate-and-tune pipeline.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    w = sub.add_parser("workbench", help="start the browser workbench (and a worker)")
+    w.add_argument("--host", default=os.environ.get("HALA_HOST", "127.0.0.1"))
+    w.add_argument("--port", type=int, default=int(os.environ.get("HALA_PORT", "7860")))
+    w.add_argument("--no-worker", action="store_true", help="do not start a worker process")
+    w.add_argument("--max-jobs", type=int, default=int(os.environ.get("HALA_MAX_JOBS", "1")))
+    w.add_argument("--share", action="store_true", help="Gradio share link (off unless asked)")
+    w.set_defaults(func=cmd_workbench)
+
+    k = sub.add_parser("worker", help="run jobs from the queue")
+    k.add_argument("--max-jobs", type=int, default=int(os.environ.get("HALA_MAX_JOBS", "1")),
+                   help="jobs this worker runs at once")
+    k.add_argument("--global-limit", type=int, default=None, help="jobs running at once across all workers")
+    k.add_argument("--poll", type=float, default=0.25, help="seconds between looks at the queue")
+    k.set_defaults(func=cmd_worker)
+
+    r = sub.add_parser("run", help="queue a job from a spec file (YAML or JSON; - for stdin)")
+    r.add_argument("spec")
+    r.add_argument("--wait", action="store_true", help="wait; exit 0 only if the job succeeded")
+    r.add_argument("--inline", action="store_true", help="run it here now, without a worker (implies --wait)")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--owner", default=os.environ.get("HALA_USER"))
+    r.set_defaults(func=cmd_run)
+
+    j = sub.add_parser("jobs", help="list, show, cancel, retry, clone jobs and read their logs")
+    jsub = j.add_subparsers(dest="jobs_cmd", required=True)
+    jl = jsub.add_parser("list")
+    jl.add_argument("--kind")
+    jl.add_argument("--status")
+    jl.add_argument("--owner")
+    jl.add_argument("--limit", type=int, default=50)
+    for name in ("show", "cancel", "logs", "retry", "clone"):
+        jp = jsub.add_parser(name)
+        jp.add_argument("id", type=int)
+        if name == "logs":
+            jp.add_argument("--tail", type=int, default=200)
+            jp.add_argument("--follow", "-f", action="store_true")
+        if name == "clone":
+            jp.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a spec field")
+    for name, jp in jsub.choices.items():
+        jp.add_argument("--json", action="store_true")
+        if name != "list":
+            jp.add_argument("--owner", default=os.environ.get("HALA_USER"), help="who the new job belongs to")
+    j.set_defaults(func=cmd_jobs)
+
+    a = sub.add_parser("artifacts", help="list models, datasets and reports")
+    a.add_argument("--kind", choices=["model", "dataset", "report"])
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_artifacts)
+
+    d = sub.add_parser("demo-models", help="build the tiny random-weight demo models (offline)")
+    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--owner", default=os.environ.get("HALA_USER"))
+    d.set_defaults(func=cmd_demo_models)
+
+    u = sub.add_parser("users", help="manage accounts (roles: admin, researcher, annotator)")
+    usub = u.add_subparsers(dest="users_cmd", required=True)
+    ua = usub.add_parser("add")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["admin", "researcher", "annotator"])
+    ua.add_argument("--password-stdin", action="store_true")
+    ul = usub.add_parser("list")
+    ul.add_argument("--json", action="store_true")
+    up = usub.add_parser("passwd")
+    up.add_argument("name")
+    up.add_argument("--password-stdin", action="store_true")
+    ur = usub.add_parser("role")
+    ur.add_argument("name")
+    ur.add_argument("role", choices=["admin", "researcher", "annotator"])
+    ux = usub.add_parser("remove")
+    ux.add_argument("name")
+    u.set_defaults(func=cmd_users)
+
+    b = sub.add_parser("db", help="database schema")
+    bsub = b.add_subparsers(dest="db_cmd", required=True)
+    bu = bsub.add_parser("upgrade")
+    bu.add_argument("revision", nargs="?", default="head")
+    b.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("HALA_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

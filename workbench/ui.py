@@ -1,0 +1,45 @@
+"""Small rendering helpers shared by the tabs. Model output is always escaped: shown as text, never run."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+STATUS_ICON = {"queued": "⏳", "claimed": "📥", "running": "▶️", "succeeded": "✅", "failed": "❌",
+               "cancelled": "⏹️", "interrupted": "⚠️"}
+
+
+def esc(text: Any) -> str:
+    return html.escape("" if text is None else str(text))
+
+
+def bidi(text: Any, tag: str = "div", cls: str = "") -> str:
+    """Text whose direction follows its content: Arabic right-to-left, Latin left-to-right."""
+    return f'<{tag} dir="auto" class="bidi {cls}">{esc(text)}</{tag}>'
+
+
+def progress_html(status: str, done: int, total: int, message: str | None = None) -> str:
+    pct = (100.0 * done / total) if total else (100.0 if status == "succeeded" else 0.0)
+    label = f"{done}/{total}" if total else ""
+    return (f'<div class="hala-progress" data-status="{esc(status)}">'
+            f'<div class="hala-progress-label">{STATUS_ICON.get(status, "")} {esc(status)} {esc(label)} '
+            f'{esc(message or "")}</div>'
+            f'<div class="hala-progress-track"><div class="hala-progress-bar" style="width:{pct:.1f}%"></div></div>'
+            "</div>")
+
+
+def samples_html(samples: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> str:
+    """A side-by-side table of generations: one row per prompt, one column per model."""
+    if not samples:
+        return ""
+    head = "".join(f"<th>{esc(title)}</th>" for _, title in columns)
+    rows = []
+    for s in samples:
+        rows.append("<tr>" + "".join(f'<td dir="auto" class="bidi">{esc(s.get(key, ""))}</td>'
+                                     for key, _ in columns) + "</tr>")
+    return f'<table class="hala-samples"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def kv_table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{esc(k)}</th><td dir=\"auto\">{esc(v)}</td></tr>" for k, v in rows if v not in (None, ""))
+    return f'<table class="hala-kv">{body}</table>'
