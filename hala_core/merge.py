@@ -8,8 +8,9 @@ How mergekit 0.1.5 spreads ``t`` (read from ``mergekit/plan.py`` and ``mergekit/
   ``s = p * k``, ``j = int(s)``, ``t = (1 - (s - j)) * v[j] + (s - j) * v[min(k, j + 1)]``.
 - Tensors outside the layers (embeddings, LFM2's ``embedding_norm`` — the final norm, despite its name —
   and ``lm_head`` when it is not tied) are planned at position 0, so they get ``v0``, the *first* value.
-- Slerp itself works row by row (``slerp`` keeps the leading output axis), so 1-D tensors (norms) are
-  interpolated linearly, element by element. t = 0 gives model A's tensors exactly and t = 1 model B's.
+- Slerp treats each tensor as one flattened vector (the leading axis in ``slerp`` is a batch of output
+  tensors, not rows); nearly parallel pairs (|cos| > 0.9995, e.g. identical norm weights) are interpolated
+  linearly. t = 0 gives model A's tensors exactly and t = 1 model B's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ import yaml
 
 from hala_core.context import ResolvedModel, RunContext, StopRequested
 from hala_core.demo_models import DEMO_LABEL
-from hala_core.models import LAYER_RE, ModelInfo, check_compatible, inspect_model, looks_like_hub_id, tensor_locations
+from hala_core.models import (
+    LAYER_RE,
+    ModelInfo,
+    check_compatible,
+    inspect_model,
+    looks_like_hub_id,
+    tensor_locations,
+)
 from hala_core.specs import MergeSpec
 
 if TYPE_CHECKING:
@@ -122,7 +130,9 @@ def config_yaml(config: dict[str, Any]) -> str:
     from mergekit.config import MergeConfiguration
 
     MergeConfiguration.model_validate(config)
-    header = "# slerp merge written by the Hala Workbench (mergekit 0.1.5): A = base_model (t=0), B (t=1)\n"
+    from importlib.metadata import version
+
+    header = f"# slerp merge written by the Hala Workbench (mergekit {version('mergekit')}): A = base_model (t=0), B (t=1)\n"
     return header + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
@@ -306,7 +316,7 @@ def _resolve_one(role: str, ref: str, resolve: Callable[[str], ResolvedModel]) -
             raise ValueError(
                 f"model {role} {ref!r} looks like a hub id ({hub_id}) that is not available locally, and no model "
                 "hub can be reached from this machine; download it where a hub is reachable (e.g. "
-                f"`huggingface-cli download {hub_id} --local-dir DIR`), copy it here and give the local folder, "
+                f"`hf download {hub_id} --local-dir DIR`), copy it here and give the local folder, "
                 "or register it as a model artifact"
             )
         where = f" (looked in {resolved.path})" if resolved.path is not None else ""
@@ -352,8 +362,12 @@ def _licence_of(resolved: ResolvedModel, info: ModelInfo) -> str | None:
     return None
 
 
-def _is_demo(resolved: ResolvedModel) -> bool:
-    return bool((resolved.metadata or {}).get("demo"))
+def _is_demo(resolved: ResolvedModel, info: ModelInfo) -> bool:
+    """A demo (random-weight) model: so marked in its artifact metadata, or its card carries the demo label."""
+    if (resolved.metadata or {}).get("demo"):
+        return True
+    card = info.path / "README.md"
+    return card.is_file() and DEMO_LABEL in card.read_text(encoding="utf-8", errors="replace")
 
 
 def combined_licence(la: str | None, lb: str | None) -> str:
@@ -402,6 +416,19 @@ A slerp merge made with [mergekit](https://github.com/arcee-ai/mergekit) by the 
 {yaml_text.rstrip()}
 ```
 """
+
+
+def same_tokenizer(path_a: Path, path_b: Path) -> bool:
+    """True when both folders' ``tokenizer.json`` vocabularies agree (or either has none to compare)."""
+    fa, fb = Path(path_a) / "tokenizer.json", Path(path_b) / "tokenizer.json"
+    if not (fa.is_file() and fb.is_file()):
+        return True
+    try:
+        va = json.loads(fa.read_text(encoding="utf-8")).get("model", {}).get("vocab")
+        vb = json.loads(fb.read_text(encoding="utf-8")).get("model", {}).get("vocab")
+    except (OSError, ValueError):
+        return True
+    return va == vb
 
 
 def _check_stop(ctx: RunContext, where: str) -> None:
@@ -453,6 +480,9 @@ def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     yaml_text = config_yaml(config)
     layer_t = layer_t_values(spec.t, num_layers)
     ctx.log(f"merging A={ia.path} and B={ib.path} with slerp, t per layer {layer_t}")
+    if not same_tokenizer(ia.path, ib.path):
+        ctx.log("warning: A and B have different tokenizer vocabularies; the merge copies A's tokenizer, "
+                "so B's token ids may not mean the same thing")
     _check_stop(ctx, "before the merge")
 
     ctx.progress(1, total, "merging (mergekit slerp)")
@@ -473,7 +503,7 @@ def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
 
     la, lb = _licence_of(ra, ia), _licence_of(rb, ib)
     licence = combined_licence(la, lb)
-    demo = _is_demo(ra) or _is_demo(rb)
+    demo = _is_demo(ra, ia) or _is_demo(rb, ib)
     merged = inspect_model(out)
     (out / "README.md").write_text(
         _merge_card(spec, spec.output, yaml_text, layer_t, licence, demo, merged), encoding="utf-8"

@@ -86,10 +86,10 @@ class MergeSpec(BaseSpec):
     def _t(cls, v: float | list[float]) -> float | list[float]:
         values = v if isinstance(v, list) else [v]
         if isinstance(v, list) and len(v) < 1:
-            raise ValueError("t: a gradient needs at least one value")
+            raise ValueError("a gradient needs at least one value")
         for x in values:
             if not 0.0 <= float(x) <= 1.0:
-                raise ValueError(f"t: {x} is outside [0, 1]; slerp t runs from 0 (model A) to 1 (model B)")
+                raise ValueError(f"{x} is outside [0, 1]; slerp t runs from 0 (model A) to 1 (model B)")
         return v
 
     @field_validator("output")
@@ -104,11 +104,21 @@ _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnySpec)
 SPEC_TYPES: dict[str, type[BaseSpec]] = {"sleep": SleepSpec, "demo_models": DemoModelsSpec, "merge": MergeSpec}
 
 
-def _describe(err: ValidationError) -> str:
+def _describe(err: ValidationError, kind: str) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        loc_parts = [str(p) for p in e["loc"]]
+        if loc_parts and loc_parts[0] == kind:  # the discriminator's own level adds nothing for a reader
+            loc_parts = loc_parts[1:]
+        loc = ".".join(loc_parts)
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "missing (required)"
+        elif e["type"] == "extra_forbidden":
+            allowed = ", ".join(SPEC_TYPES[kind].model_fields)
+            msg = f"unknown field; the fields of a {kind} spec are: {allowed}"
+        elif e["type"] == "string_too_short":
+            msg = "empty (required)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
@@ -128,4 +138,4 @@ def parse_spec(data: dict[str, Any] | str) -> BaseSpec:
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as e:
-        raise ValueError(f"invalid {kind} spec: {_describe(e)}") from None
+        raise ValueError(f"invalid {kind} spec: {_describe(e, kind)}") from None

@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.set_defaults(func=cmd_jobs)
 
     a = sub.add_parser("artifacts", help="list models, datasets and reports")
+    a.add_argument("action", nargs="?", choices=["list"], default="list")
     a.add_argument("--kind", choices=["model", "dataset", "report"])
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_artifacts)

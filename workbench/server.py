@@ -57,19 +57,34 @@ class LoginSwitch:
                 log.warning("login switch: %s", e)
 
 
+def warm_up() -> None:
+    """Import the heavy libraries the first merge preview needs, in the background after the server is up."""
+    try:
+        import mergekit.config  # noqa: F401
+        import torch  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        log.warning("warm-up: %s", e)
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, worker: bool = True,
           max_jobs: int = 1, share: bool = False) -> int:
     from workbench.app import CSS, build_app
 
-    worker_proc = start_worker(settings, max_jobs) if worker else None
     demo = build_app(settings)
     with session_scope(settings.db_url) as s:
         has_users = count_users(s) > 0
     demo.queue(default_concurrency_limit=8)
-    demo.launch(server_name=host, server_port=port, share=share, auth=make_auth(settings) if has_users else None,
-                auth_message="Hala Workbench — sign in with your workbench account.",
-                prevent_thread_lock=True, show_error=True, quiet=True, css=CSS,
-                allowed_paths=[str(settings.home)])
+    try:
+        demo.launch(server_name=host, server_port=port, share=share,
+                    auth=make_auth(settings) if has_users else None,
+                    auth_message="Hala Workbench — sign in with your workbench account.",
+                    prevent_thread_lock=True, show_error=True, quiet=True, css=CSS,
+                    allowed_paths=[str(settings.home)])
+    except OSError as e:
+        raise ValueError(f"cannot serve on {host}:{port}: {e}. Is another workbench running? "
+                         "Choose another port with --port or HALA_PORT.") from None
+    worker_proc = start_worker(settings, max_jobs) if worker else None
+    threading.Thread(target=warm_up, daemon=True).start()
     switch = LoginSwitch(settings, demo.server_app)
     threading.Thread(target=switch.run, daemon=True).start()
     print(f"Hala Workbench on http://{host}:{port}  (workspace {settings.home}, db {settings.db_url})", flush=True)

@@ -116,9 +116,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
 
     inputs = [base, other, t_mode, t, gradient, dtype, output]
 
-    def on_preview(*vals):  # noqa: ANN002, ANN202
+    def on_preview(a: str, b: str, mode: str, tv: float, grad: str, dt: str, out: str):  # noqa: ANN202
         try:
-            spec = build_spec(*vals)
+            spec = build_spec(a, b, mode, tv, grad, dt, out)
             return compute_preview(settings, spec)
         except ValueError as e:
             return "", None, None, f"⚠️ {e}"
@@ -127,17 +127,18 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         grad = mode == "per-layer gradient"
         return gr.update(visible=not grad), gr.update(visible=grad)
 
-    def on_show(*vals):  # noqa: ANN002, ANN202
+    def on_show(a: str, b: str, mode: str, tv: float, grad: str, dt: str, out: str):  # noqa: ANN202
         try:
-            spec = build_spec(*vals)
+            spec = build_spec(a, b, mode, tv, grad, dt, out)
         except ValueError as e:
             raise gr.Error(str(e)) from None
         return gr.update(visible=True, value=spec.to_yaml())
 
-    def on_merge(*vals, request: gr.Request):  # noqa: ANN002, ANN202
+    def on_merge(a: str, b: str, mode: str, tv: float, grad: str, dt: str, out: str,
+                 request: gr.Request):  # noqa: ANN202
         who = require(settings, request, LAUNCH_ROLES, "launching a merge")
         try:
-            spec = build_spec(*vals)
+            spec = build_spec(a, b, mode, tv, grad, dt, out)
             with session_scope(settings.db_url) as s:
                 precheck(s, settings, spec)
                 job = enqueue(s, spec, owner=who.name)
@@ -147,9 +148,12 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         gr.Info(f"queued merge job {job_id}")
         return progress_html("queued", 0, 0, f"job {job_id} → {spec.output}"), ""
 
-    def on_refresh():  # noqa: ANN202
+    def on_refresh(a: str | None, b: str | None):  # noqa: ANN202
         c = model_choices(settings)
-        return gr.update(choices=c), gr.update(choices=c)
+        names = [v for _, v in c]
+        a = a or (names[0] if names else None)
+        b = b or (names[1] if len(names) > 1 else a)
+        return gr.update(choices=c, value=a), gr.update(choices=c, value=b)
 
     def on_poll(request: gr.Request):  # noqa: ANN202
         try:
@@ -162,10 +166,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     for comp in (base, other, t_mode, t, gradient, dtype):
         comp.change(on_preview, inputs, [yaml_box, t_plot, sim_plot, note], api_visibility="private",
                     show_progress="hidden", trigger_mode="always_last")
-    refresh.click(on_refresh, outputs=[base, other], api_visibility="private")
+    refresh.click(on_refresh, [base, other], [base, other], api_visibility="private")
     show_spec.click(on_show, inputs, spec_box, api_visibility="private")
     go.click(on_merge, inputs, [job_head, job_samples], api_name="merge")
-    demo.load(on_refresh, outputs=[base, other], api_visibility="private").then(
+    demo.load(on_refresh, [base, other], [base, other], api_visibility="private").then(
         on_preview, inputs, [yaml_box, t_plot, sim_plot, note], api_visibility="private")
     demo.load(on_poll, outputs=[job_head, job_samples], api_visibility="private")
     timer = gr.Timer(1.5)

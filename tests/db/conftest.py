@@ -1,0 +1,1 @@
+from tests.support.workspace import workspace  # noqa: F401

@@ -1,0 +1,82 @@
+"""The database layer on a real SQLite file: pragmas, migrations, users, artifacts and lineage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+
+from db.artifacts import lineage, register_artifact
+from db.migrate import current_revision, head_revision, upgrade
+from db.session import get_engine, session_scope
+from db.users import add_user, authenticate, check_password, hash_password
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(workspace):
+    with get_engine(workspace.db_url).connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_workspace_is_at_head_and_upgrade_is_idempotent(workspace):
+    assert current_revision(workspace.db_url) == head_revision(workspace.db_url) is not None
+    before, after = upgrade(workspace.db_url)
+    assert before == after == head_revision(workspace.db_url)
+
+
+def test_hala_db_upgrade_on_an_empty_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = {"HALA_HOME": str(tmp_path / "home"), "HALA_DB_URL": url, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "db", "upgrade"], env=env, capture_output=True,
+                         text=True, check=True)
+    assert "0001" in out.stdout
+    assert current_revision(url) == head_revision(url)
+
+
+def test_foreign_keys_are_enforced(workspace):
+    from db.models import Metric
+
+    with pytest.raises(Exception, match="FOREIGN KEY"):
+        with session_scope(workspace.db_url) as s:
+            s.add(Metric(job_id=999, key="loss", value=1.0))
+
+
+def test_passwords_are_hashed_with_a_kdf_and_checked(workspace):
+    h = hash_password("correct horse")
+    assert h.startswith("scrypt$") and "correct horse" not in h
+    assert check_password("correct horse", h) and not check_password("wrong", h)
+    with session_scope(workspace.db_url) as s:
+        add_user(s, "amal", "annotator", "s3cret-pass")
+    with session_scope(workspace.db_url) as s:
+        assert authenticate(s, "amal", "s3cret-pass").role == "annotator"
+        assert authenticate(s, "amal", "nope") is None
+        with pytest.raises(ValueError, match="roles are: admin, researcher, annotator"):
+            add_user(s, "bob", "boss", "password1")
+        with pytest.raises(ValueError, match="already exists"):
+            add_user(s, "amal", "admin", "password1")
+        with pytest.raises(ValueError, match="at least 8"):
+            add_user(s, "carl", "admin", "short")
+
+
+def test_artifact_lineage_walks_every_ancestor(workspace):
+    with session_scope(workspace.db_url) as s:
+        teacher = register_artifact(s, "model", "teacher", "/m/teacher")
+        fp8 = register_artifact(s, "model", "teacher-fp8", "/m/fp8", inputs=[teacher.id])
+        pairs = register_artifact(s, "dataset", "pairs", "/d/pairs", inputs=[fp8.id])
+        base = register_artifact(s, "model", "base", "/m/base")
+        translator = register_artifact(s, "model", "translator", "/m/tr", inputs=[base.id, pairs.id])
+        chain = lineage(s, translator.id)
+    names = {(c["name"], c["depth"]) for c in chain}
+    assert names == {("base", 1), ("pairs", 1), ("teacher-fp8", 2), ("teacher", 3)}
+
+
+def test_register_artifact_twice_updates_instead_of_duplicating(workspace):
+    with session_scope(workspace.db_url) as s:
+        a = register_artifact(s, "model", "m", "/one", {"x": 1})
+        b = register_artifact(s, "model", "m", "/two", {"x": 2})
+        assert a.id == b.id and b.path == "/two" and b.meta == {"x": 2}
+        with pytest.raises(ValueError, match="kinds: model, dataset, report"):
+            register_artifact(s, "weights", "m", "/x")
