@@ -38,12 +38,12 @@ def build_app(settings: Settings) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Home", id="home"):
                 home.build(demo, settings)
-            with gr.Tab("Merge", id="merge"):
-                merge.build(demo, settings)
+            with gr.Tab("Merge", id="merge") as merge_tab:
+                merge.build(demo, settings, merge_tab)
             with gr.Tab("Runs", id="runs"):
                 runs.build(demo, settings, secret)
-            with gr.Tab("Artifacts", id="artifacts"):
-                artifacts.build(demo, settings)
+            with gr.Tab("Artifacts", id="artifacts") as artifacts_tab:
+                artifacts.build(demo, settings, artifacts_tab)
             with gr.Tab("Users", id="users"):
                 users.build(demo, settings)
     return demo

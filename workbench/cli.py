@@ -45,8 +45,8 @@ def _load_spec_file(path: str) -> dict[str, Any]:
 
 
 def _wait(settings: Settings, job_id: int, quiet: bool) -> dict[str, Any]:
-    from db.session import session_scope
     from db.queries import job_summary
+    from db.session import session_scope
 
     last = None
     while True:
@@ -73,9 +73,9 @@ def _report(info: dict[str, Any], as_json: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from db.session import session_scope
+    from jobs.precheck import precheck
     from jobs.queue import enqueue
     from jobs.worker import live_worker
-    from jobs.precheck import precheck
 
     settings = _settings()
     spec_data = _load_spec_file(args.spec)
@@ -97,9 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_inline(settings: Settings, job_id: int, as_json: bool) -> int:
+    from db.queries import job_summary
     from db.session import session_scope
     from jobs.worker import JobWorker
-    from db.queries import job_summary
 
     JobWorker(settings).run_one(job_id)
     with session_scope(settings.db_url) as s:
@@ -118,9 +118,9 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    from db.queries import job_summary, jobs_table
     from db.session import session_scope
     from jobs import queue
-    from db.queries import job_summary, jobs_table
 
     settings = _settings()
     with session_scope(settings.db_url) as s:
@@ -147,7 +147,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                 edits[key] = yaml.safe_load(value)
             print(f"queued job {queue.clone(s, args.id, edits, owner=args.owner).id} (clone of {args.id})")
         elif args.jobs_cmd == "logs":
-            from jobs.logs import read_log_tail
 
             job = queue.get_job(s, args.id)
             log_path = job.log_path

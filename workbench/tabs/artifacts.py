@@ -36,7 +36,7 @@ def lineage_html(settings: Settings, kind: str, name: str) -> str:
             f"<p><b>made from</b></p><ul>{items or '<li>nothing recorded (an original input)</li>'}</ul>")
 
 
-def build(demo: gr.Blocks, settings: Settings) -> None:
+def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
     kind = gr.Radio(["", "model", "dataset", "report"], value="", label="kind")
     table = gr.Dataframe(headers=COLUMNS, value=rows(settings, ""), interactive=False, elem_id="artifacts-table")
     detail = gr.HTML(elem_id="artifacts-detail")
@@ -53,4 +53,5 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     kind.change(on_refresh, kind, table, api_visibility="private")
     table.select(on_select, None, detail, api_visibility="private")
     demo.load(on_refresh, kind, table, api_visibility="private")
+    tab.select(on_refresh, kind, table, api_visibility="private")
     gr.Button("↻ refresh", size="sm").click(on_refresh, kind, table, api_visibility="private")

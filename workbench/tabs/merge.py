@@ -82,7 +82,7 @@ def merge_status(job: Job | None) -> tuple[str, str]:
     return head, table
 
 
-def build(demo: gr.Blocks, settings: Settings) -> None:
+def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
     choices = model_choices(settings)
     default_a = choices[0][1] if choices else None
     default_b = choices[1][1] if len(choices) > 1 else default_a
@@ -169,8 +169,9 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     refresh.click(on_refresh, [base, other], [base, other], api_visibility="private")
     show_spec.click(on_show, inputs, spec_box, api_visibility="private")
     go.click(on_merge, inputs, [job_head, job_samples], api_name="merge")
-    demo.load(on_refresh, [base, other], [base, other], api_visibility="private").then(
-        on_preview, inputs, [yaml_box, t_plot, sim_plot, note], api_visibility="private")
+    for trigger in (demo.load, tab.select):  # new models may have appeared since the page was built
+        trigger(on_refresh, [base, other], [base, other], api_visibility="private").then(
+            on_preview, inputs, [yaml_box, t_plot, sim_plot, note], api_visibility="private")
     demo.load(on_poll, outputs=[job_head, job_samples], api_visibility="private")
     timer = gr.Timer(1.5)
     timer.tick(on_poll, outputs=[job_head, job_samples], api_visibility="private", show_progress="hidden")

@@ -128,12 +128,18 @@ def build(demo: gr.Blocks, settings: Settings, secret: str) -> None:
         jid = int(row[0]) if row else None
         return (jid, *detail_view(settings, jid), jid)
 
-    def on_load(saved: Any, request: gr.Request):  # noqa: ANN202
+    def on_load(request: gr.Request):  # noqa: ANN202
         require(settings, request, REVIEW_ROLES, "viewing runs")
         with session_scope(settings.db_url) as s:
-            owners = [""] + job_owners(s)
+            return gr.update(choices=[""] + job_owners(s))
+
+    def on_remembered(saved: Any, current: float | None, request: gr.Request):  # noqa: ANN202
+        # the browser restored the job that was open before a refresh (or we just stored a new one)
+        require(settings, request, REVIEW_ROLES, "viewing runs")
         jid = int(saved) if saved else None
-        return (gr.update(choices=owners), jid, *detail_view(settings, jid))
+        if jid is None or (current and int(current) == jid):
+            return (gr.update(), *(gr.update() for _ in detail_out))
+        return (jid, *detail_view(settings, jid))
 
     def on_tick(kind: str, status: str, owner: str, jid: float | None):  # noqa: ANN202
         rows = table_rows(settings, kind, status, owner)
@@ -179,7 +185,8 @@ def build(demo: gr.Blocks, settings: Settings, secret: str) -> None:
             raise gr.Error(str(e)) from None
         return f"queued job {new} (clone of {int(jid)})", new, *detail_view(settings, new), new
 
-    demo.load(on_load, remembered, [f_owner, job_id, *detail_out], api_visibility="private")
+    demo.load(on_load, None, f_owner, api_visibility="private")
+    remembered.change(on_remembered, [remembered, job_id], [job_id, *detail_out], api_visibility="private")
     table.select(on_select, None, [job_id, *detail_out, remembered], api_visibility="private")
     open_btn.click(open_job, job_id, [*detail_out, remembered], api_visibility="private")
     job_id.submit(open_job, job_id, [*detail_out, remembered], api_visibility="private")
