@@ -1,0 +1,1 @@
+from tests.support.workspace import workers, workspace  # noqa: F401

@@ -1,0 +1,90 @@
+"""The ``hala`` command line against a real workspace and a real worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from tests.support.app_server import make_workspace
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hala(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
+    env = {**os.environ, "HALA_HOME": str(settings.home), "HALA_DB_URL": settings.db_url}
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], env=env, cwd=ROOT, text=True,
+                          capture_output=True, input=stdin, timeout=300)
+
+
+@pytest.fixture
+def ws(workspace, demo_models_dir):  # noqa: ANN001, ANN201
+    return make_workspace(workspace.home, demo_models_dir)
+
+
+def test_run_merge_spec_with_wait_prints_id_status_and_artifact(ws, workers, tmp_path):
+    spec = tmp_path / "merge.yaml"
+    spec.write_text("kind: merge\nbase_model: demo-lfm2-a\nmodel: demo-lfm2-b\nt: [0, 0.3, 1]\n"
+                    "output: cli-merge\nsample_max_new_tokens: 4\n")
+    workers.start()
+    out = hala(ws, "run", str(spec), "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["status"] == "succeeded" and info["kind"] == "merge"
+    [art] = info["artifacts"]
+    model_dir = Path(art["path"])
+    assert art["name"] == "cli-merge" and (model_dir / "mergekit_config.yml").is_file()
+    assert {x["name"] for x in art["lineage"]} == {"demo-lfm2-a", "demo-lfm2-b"}
+    with safe_open(str(next(model_dir.glob("*.safetensors"))), "pt") as f:
+        assert any("layers.1" in k for k in f.keys())
+    text = hala(ws, "run", str(spec.with_name("merge.yaml")), "--wait")
+    assert text.returncode == 2 and "already a model artifact" in text.stderr
+
+
+def test_wait_exits_nonzero_when_the_job_fails(ws, workers, tmp_path):
+    spec = tmp_path / "fail.yaml"
+    spec.write_text("kind: sleep\nfail: true\n")
+    workers.start()
+    out = hala(ws, "run", str(spec), "--wait")
+    assert out.returncode == 1
+    assert "failed" in out.stdout and "asked to fail" in out.stdout
+
+
+def test_bad_spec_files_are_refused_with_what_is_allowed(ws, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: merge\nbase_model: demo-lfm2-a\nmodel: demo-lfm2-b\noutput: x\nt: 2\nsteps: 3\n")
+    out = hala(ws, "run", str(bad))
+    assert out.returncode == 2
+    assert "t: 2.0 is outside [0, 1]" in out.stderr and "steps: unknown field" in out.stderr
+    bad.write_text("kind: [unclosed\n")
+    assert "not valid YAML" in hala(ws, "run", str(bad)).stderr
+    assert "cannot read spec file" in hala(ws, "run", str(tmp_path / "missing.yaml")).stderr
+    missing = hala(ws, "jobs", "show", "999")
+    assert missing.returncode == 2 and "no job 999" in missing.stderr
+
+
+def test_inline_run_jobs_commands_and_users(ws, tmp_path):
+    spec = tmp_path / "sleep.yaml"
+    spec.write_text("kind: sleep\nseconds: 0.2\nsteps: 2\n")
+    out = hala(ws, "run", str(spec), "--inline", "--json")
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["id"]
+    listed = json.loads(hala(ws, "jobs", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [job_id] and listed[0]["status"] == "succeeded"
+    assert "=== job" in hala(ws, "jobs", "logs", str(job_id)).stdout
+    clone = hala(ws, "jobs", "clone", str(job_id), "--set", "seconds=0.5")
+    assert clone.returncode == 0 and "clone of" in clone.stdout
+    cancel = hala(ws, "jobs", "cancel", str(job_id + 1))
+    assert "cancelled" in cancel.stdout
+    assert hala(ws, "users", "add", "rana", "--role", "researcher", "--password-stdin",
+                stdin="a-good-password\n").returncode == 0
+    users = json.loads(hala(ws, "users", "list", "--json").stdout)
+    assert users == [{"name": "rana", "role": "researcher", "disabled": False}]
+    bad = hala(ws, "users", "add", "omar", "--role", "boss", "--password-stdin", stdin="whatever1\n")
+    assert bad.returncode == 2 and "admin" in bad.stderr
