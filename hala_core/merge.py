@@ -462,6 +462,25 @@ def _forget_loaders(refs: list[Any]) -> None:
             loader.flush()
 
 
+def _claim_output_dir(out: Path, name: str) -> None:
+    """Create the output folder exclusively, so two jobs given one output name never write into one folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir()
+        return
+    except FileExistsError:
+        pass
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder left behind by an earlier attempt
+        try:
+            out.mkdir()
+            return
+        except FileExistsError:
+            pass
+    raise ValueError(f"output {name!r} already exists at {out}; choose another output name or delete that "
+                     "model first")
+
+
 def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     """Validate, slerp-merge with mergekit, write the card, sample A/B/merge greedily, register the model."""
     from mergekit.config import MergeConfiguration
@@ -473,8 +492,8 @@ def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     ra, rb, ia, ib = validate_merge(spec, ctx.resolve_model)
     out = Path(ctx.artifact_path("model", spec.output))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"output {spec.output!r} already exists at {out} and is not empty; choose another output "
-                         "name or delete that model first")
+        raise ValueError(f"output {spec.output!r} already exists at {out}; choose another output name or delete "
+                         "that model first")
     num_layers = int(ia.num_layers or 0)
     config = mergekit_config(spec, str(ia.path), str(ib.path), num_layers)
     yaml_text = config_yaml(config)
@@ -486,7 +505,7 @@ def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     _check_stop(ctx, "before the merge")
 
     ctx.progress(1, total, "merging (mergekit slerp)")
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_output_dir(out, spec.output)
     options = MergeOptions(device="cpu", copy_tokenizer=True, lazy_unpickle=False, quiet=True)
     refs = [config["base_model"], config["slices"][0]["sources"][1]["model"]]
     try:

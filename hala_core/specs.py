@@ -85,8 +85,8 @@ class MergeSpec(BaseSpec):
     @classmethod
     def _t(cls, v: float | list[float]) -> float | list[float]:
         values = v if isinstance(v, list) else [v]
-        if isinstance(v, list) and len(v) < 1:
-            raise ValueError("a gradient needs at least one value")
+        if isinstance(v, list) and not 1 <= len(v) <= 1024:
+            raise ValueError(f"a gradient needs 1 to 1024 values, not {len(v)}")
         for x in values:
             if not 0.0 <= float(x) <= 1.0:
                 raise ValueError(f"{x} is outside [0, 1]; slerp t runs from 0 (model A) to 1 (model B)")

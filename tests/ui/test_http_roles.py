@@ -82,3 +82,27 @@ def test_researcher_can_queue_a_merge(server):
     with session_scope(server.settings.db_url) as s:
         job = s.scalar(select(Job).where(Job.kind == "merge").order_by(Job.id.desc()))
     assert job.owner == "layla" and job.spec["output"] == "http-merge" and job.spec["t"] == 0.5
+
+
+def test_runs_actions_check_roles_and_ownership_on_the_server(server):
+    from hala_core.specs import SleepSpec
+    from jobs.queue import enqueue
+
+    with session_scope(server.settings.db_url) as s:
+        theirs = enqueue(s, SleepSpec(seconds=60, steps=60), owner="someone-else").id
+    layla = server.login("layla", "layla-password")
+    amal = server.login("amal", "amal-password")
+
+    event, data = server.call(layla, "cancel_job", [theirs])
+    assert event == "error" and "belongs to someone-else" in json.loads(data)["error"]
+    event, data = server.call(amal, "retry_job", [theirs])
+    assert event == "error" and "annotator" in json.loads(data)["error"]
+
+    spec = "kind: sleep\nseconds: 0.5\nsteps: 2\n"
+    event, data = server.call(layla, "clone_job", [theirs, spec])
+    assert event == "complete", data
+    with session_scope(server.settings.db_url) as s:
+        clone = s.scalar(select(Job).order_by(Job.id.desc()))
+        assert (clone.parent_id, clone.owner, clone.spec["seconds"]) == (theirs, "layla", 0.5)
+    event, data = server.call(layla, "clone_job", [theirs, "kind: sleep\nseconds: -3\n"])
+    assert event == "error" and "seconds" in json.loads(data)["error"]
