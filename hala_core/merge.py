@@ -502,6 +502,11 @@ def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     if not same_tokenizer(ia.path, ib.path):
         ctx.log("warning: A and B have different tokenizer vocabularies; the merge copies A's tokenizer, "
                 "so B's token ids may not mean the same thing")
+    for layer, lt in enumerate(layer_t):  # plotted in Runs: what each layer gets, and how far apart A and B are
+        ctx.log_metric("t", lt, step=layer)
+    for row in layer_similarity(ia.path, ib.path):
+        if row.get("layer") is not None:
+            ctx.log_metric("angle_deg", row["angle_deg"], step=int(row["layer"]))
     _check_stop(ctx, "before the merge")
 
     ctx.progress(1, total, "merging (mergekit slerp)")

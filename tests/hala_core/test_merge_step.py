@@ -39,6 +39,9 @@ def test_merge_step_end_to_end(registered, demo_models_dir):
     assert (meta["base_model"], meta["model"]) == ("demo-lfm2-a", "demo-lfm2-b")
     assert meta["licence"] == "Apache-2.0" and meta["demo"] is True and meta["label"] == DEMO_LABEL
     assert meta["architecture"] == "Lfm2ForCausalLM" and meta["parameters"] > 0
+    assert [(k, v, s) for k, v, s in ctx.metrics if k == "t"] == [("t", 0.2, 0), ("t", 0.8, 1)]
+    angles = [v for k, v, _ in ctx.metrics if k == "angle_deg"]
+    assert len(angles) == 2 and all(0 < a < 180 for a in angles)
 
     # the model, its tokenizer and the exact mergekit YAML that ran, side by side
     for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MERGEKIT_CONFIG_FILE):
