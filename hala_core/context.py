@@ -49,6 +49,17 @@ class RunContext(Protocol):
 
     def resolve_model(self, ref: str) -> ResolvedModel: ...
 
+    def resolve_dataset(self, ref: str) -> tuple[Path, int | None]:
+        """A dataset artifact name or a file/folder path (inside the allowed roots) → (path, artifact id).
+
+        A path that is not an artifact yet is registered as an external dataset artifact, for lineage."""
+        ...
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The sample data folder (``../shared/data``: NTREX, Alpaca, EXAMS) when present."""
+        ...
+
     def artifact_path(self, kind: ArtifactKind, name: str) -> Path:
         """The folder where a new artifact of this kind and name is written (inside the workspace)."""
         ...

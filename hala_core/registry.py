@@ -10,6 +10,7 @@ STEPS: dict[str, str] = {
     "sleep": "hala_core.sleep:sleep_step",
     "demo_models": "hala_core.demo_models:demo_models_step",
     "merge": "hala_core.merge:merge_step",
+    "quantize": "hala_core.quantize:quantize_step",
 }
 
 

@@ -98,10 +98,73 @@ class MergeSpec(BaseSpec):
         return check_name(v, "output name")
 
 
-AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec, Field(discriminator="kind")]
+QUANT_SCHEMES = ("FP8_DYNAMIC", "W8A8", "W4A16")
+CALIBRATED_SCHEMES = ("W8A8", "W4A16")
+
+
+class CalibrationSpec(BaseSpec):
+    """Calibration text for W8A8 / W4A16: a dataset artifact name or a file (JSONL/JSON/TXT/Parquet)."""
+
+    dataset: str = Field(..., min_length=1)
+    text_field: str | None = None  # None: auto (text, messages, conversations, instruction/input/output, …)
+    num_samples: int = Field(64, ge=1, le=100_000)
+    max_seq_length: int = Field(512, ge=8, le=32_768)
+
+
+class ValidationSpec(BaseSpec):
+    """What the post-conversion report measures (on the original and the quantized model, side by side)."""
+
+    prompts: int = Field(64, ge=0, le=4096, description="prompts for top-1 agreement / KL / max logit diff")
+    ppl_texts: int = Field(32, ge=0, le=4096, description="texts for perplexity")
+    reference_set: str | None = Field(None, description="parallel set for chrF++/BLEU; default NTREX-128 en-ar")
+    translation_pairs: int = Field(16, ge=0, le=2000)
+    direction: Literal["en-ar", "ar-en"] = "en-ar"
+    template: Literal["chat", "hala-translator"] = "chat"
+    max_new_tokens: int = Field(48, ge=1, le=1024)
+    throughput_prompts: int = Field(16, ge=0, le=1024)
+    throughput_tokens: int = Field(32, ge=1, le=2048)
+    engine: Literal["transformers"] = "transformers"
+    batch_size: int = Field(8, ge=1, le=512)
+
+
+class QuantizeSpec(BaseSpec):
+    """Compress a model with llm-compressor ``oneshot`` and validate the result against the original."""
+
+    kind: Literal["quantize"] = "quantize"
+    model: str = Field(..., min_length=1, description="source model: artifact name, path or hub id")
+    scheme: str = "FP8_DYNAMIC"
+    ignore: tuple[str, ...] = ("lm_head",)
+    group_size: int = Field(128, ge=8, le=4096, description="W4A16 only: weights per quantization group")
+    calibration: CalibrationSpec | None = None
+    output: str
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    offload: bool = Field(False, description="load with device_map='auto' and CPU offload (large models)")
+    validation: ValidationSpec = ValidationSpec()
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        v = v.strip().upper()
+        if v not in QUANT_SCHEMES:
+            raise ValueError(f"unknown scheme {v!r}; valid schemes: {', '.join(QUANT_SCHEMES)}")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        return check_name(v, "output name")
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.scheme in CALIBRATED_SCHEMES and self.calibration is None:
+            raise ValueError(f"scheme {self.scheme} needs calibration data: give calibration.dataset "
+                             "(a dataset artifact or a JSONL/JSON/TXT file with text)")
+
+
+AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnySpec)
 
-SPEC_TYPES: dict[str, type[BaseSpec]] = {"sleep": SleepSpec, "demo_models": DemoModelsSpec, "merge": MergeSpec}
+SPEC_TYPES: dict[str, type[BaseSpec]] = {"sleep": SleepSpec, "demo_models": DemoModelsSpec, "merge": MergeSpec,
+                                          "quantize": QuantizeSpec}
 
 
 def _describe(err: ValidationError, kind: str) -> str:

@@ -15,7 +15,7 @@ from db.models import Job, Metric, utcnow
 from db.session import session_scope
 from hala_core.context import ArtifactKind, ResolvedModel
 from hala_core.settings import Settings
-from jobs.resolve import resolve_model_ref
+from jobs.resolve import resolve_dataset_ref, resolve_model_ref
 
 _ARTIFACT_DIRS = {"model": "models_dir", "dataset": "datasets_dir", "report": "reports_dir"}
 
@@ -85,3 +85,11 @@ class DbRunContext:
     def resolve_model(self, ref: str) -> ResolvedModel:
         with session_scope(self._url) as s:
             return resolve_model_ref(s, self.settings, ref, register_external=True)
+
+    def resolve_dataset(self, ref: str) -> tuple[Path, int | None]:
+        with session_scope(self._url) as s:
+            return resolve_dataset_ref(s, self.settings, ref, register_external=True)
+
+    @property
+    def data_dir(self) -> Path | None:
+        return self.settings.data_dir

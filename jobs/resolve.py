@@ -57,3 +57,24 @@ def resolve_model_ref(s: Session, settings: Settings, ref: str, register_externa
         return ResolvedModel(ref=ref, path=cached, hub_id=ref, artifact_id=art.id if art else None,
                              metadata=dict(art.meta or {}) if art else {})
     raise ValueError(f"model {ref!r} is not a model artifact, an existing folder or a hub id (org/name)")
+
+
+def resolve_dataset_ref(s: Session, settings: Settings, ref: str,
+                        register_external: bool = False) -> tuple[Path, int | None]:
+    """A dataset artifact name, or a file/folder inside the allowed roots → (path, artifact id or None)."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise ValueError("no dataset given: choose a dataset artifact or give a file path")
+    art = find_artifact(s, "dataset", ref)
+    if art is not None:
+        path = Path(art.path)
+        if not path.exists():
+            raise ValueError(f"dataset artifact {ref!r} points at {path}, which does not exist any more")
+        return path, art.id
+    path = resolve_inside(Path(ref).expanduser(), settings.read_roots)
+    if not path.exists():
+        raise ValueError(f"dataset {ref!r} is neither a dataset artifact nor an existing file or folder")
+    art = find_artifact_by_path(s, "dataset", str(path))
+    if art is None and register_external:
+        art = register_artifact(s, "dataset", str(path), str(path), {"external": True, "source": "path"})
+    return path, art.id if art else None
