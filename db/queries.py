@@ -83,3 +83,10 @@ def job_metrics(s: Session, job_id: int) -> dict[str, list[tuple[int, float]]]:
 
 def job_owners(s: Session) -> list[str]:
     return sorted(o for o in s.scalars(select(Job.owner).distinct()) if o)
+
+
+def finished_results(s: Session, kind: str, limit: int = 500) -> list[dict[str, Any]]:
+    """Succeeded jobs of one kind with their spec and result, newest first (for comparison views)."""
+    q = (select(Job).where(Job.kind == kind, Job.status == "succeeded").order_by(Job.id.desc()).limit(limit))
+    return [{"id": j.id, "owner": j.owner, "spec": j.spec, "result": j.result or {},
+             "finished": _fmt(j.finished_at)} for j in s.scalars(q)]

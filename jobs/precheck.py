@@ -8,8 +8,16 @@ from sqlalchemy.orm import Session
 
 from db.artifacts import find_artifact
 from hala_core.settings import Settings
-from hala_core.specs import BaseSpec, MergeSpec, parse_spec
-from jobs.resolve import resolve_model_ref
+from hala_core.specs import BaseSpec, MergeSpec, QuantizeSpec, parse_spec
+from jobs.resolve import resolve_dataset_ref, resolve_model_ref
+
+
+def _check_output_free(s: Session, settings: Settings, name: str) -> None:
+    if find_artifact(s, "model", name) is not None:
+        raise ValueError(f"output {name!r} is already a model artifact; choose another name")
+    out_dir = settings.models_dir / name
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"output folder {out_dir} already exists and is not empty; choose another name")
 
 
 def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | str) -> BaseSpec:
@@ -19,10 +27,20 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
     if isinstance(spec, MergeSpec):
         from hala_core.merge import validate_merge
 
-        if find_artifact(s, "model", spec.output) is not None:
-            raise ValueError(f"output {spec.output!r} is already a model artifact; choose another name")
-        out_dir = settings.models_dir / spec.output
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise ValueError(f"output folder {out_dir} already exists and is not empty; choose another name")
+        _check_output_free(s, settings, spec.output)
         validate_merge(spec, lambda ref: resolve_model_ref(s, settings, ref))
+    elif isinstance(spec, QuantizeSpec):
+        from hala_core.models import inspect_model
+        from hala_core.quantize import check_quantizable
+
+        _check_output_free(s, settings, spec.output)
+        resolved = resolve_model_ref(s, settings, spec.model)
+        if resolved.path is None:
+            raise ValueError(f"model {spec.model!r} is a hub id that is not in the local cache, and no hub can be "
+                             "reached from here: download it first or give a local folder")
+        check_quantizable(spec, inspect_model(resolved.path))
+        if spec.calibration is not None:
+            resolve_dataset_ref(s, settings, spec.calibration.dataset)
+        if spec.validation.reference_set:
+            resolve_dataset_ref(s, settings, spec.validation.reference_set)
     return spec

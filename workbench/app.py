@@ -7,7 +7,7 @@ import secrets
 import gradio as gr
 
 from hala_core.settings import Settings
-from workbench.tabs import artifacts, home, merge, runs, users
+from workbench.tabs import artifacts, home, merge, quantize, runs, users
 
 CSS = """
 .bidi { unicode-bidi: plaintext; white-space: pre-wrap; }
@@ -19,6 +19,10 @@ CSS = """
 .hala-samples td, .hala-samples th { border: 1px solid #d1d5db; padding: 6px; vertical-align: top; }
 .hala-kv th { text-align: left; padding-right: 12px; font-weight: 600; }
 .demo-label { color: #b45309; font-weight: 600; }
+.hala-report { border-collapse: collapse; }
+.hala-report td, .hala-report th { border: 1px solid #d1d5db; padding: 4px 10px; text-align: right; }
+.hala-report th:first-child { text-align: left; }
+.hala-note { color: #92400e; }
 """
 
 
@@ -40,6 +44,8 @@ def build_app(settings: Settings) -> gr.Blocks:
                 home.build(demo, settings)
             with gr.Tab("Merge", id="merge") as merge_tab:
                 merge.build(demo, settings, merge_tab)
+            with gr.Tab("Quantize", id="quantize") as quantize_tab:
+                quantize.build(demo, settings, quantize_tab)
             with gr.Tab("Runs", id="runs"):
                 runs.build(demo, settings, secret)
             with gr.Tab("Artifacts", id="artifacts") as artifacts_tab:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
-from sqlalchemy import select
 
-from db.artifacts import list_artifacts
 from db.models import Job
 from db.session import session_scope
 from hala_core.settings import Settings
@@ -16,14 +14,7 @@ from jobs.precheck import precheck
 from jobs.queue import enqueue
 from jobs.resolve import resolve_model_ref
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, progress_html, samples_html
-
-
-def model_choices(settings: Settings) -> list[tuple[str, str]]:
-    with session_scope(settings.db_url) as s:
-        arts = list_artifacts(s, "model")
-    return [(f"{a.name}  ·  random weights (demo)" if (a.meta or {}).get("demo") else a.name, a.name)
-            for a in arts]
+from workbench.ui import esc, latest_job, model_choices, progress_html, samples_html
 
 
 def parse_gradient(text: str) -> list[float]:
@@ -55,14 +46,6 @@ def compute_preview(settings: Settings, spec: MergeSpec) -> tuple[str, Any, Any,
     note = (f"✅ compatible: {info_a.architecture}, {info_a.num_layers} layers, "
             f"{info_a.parameters:,} parameters each.")
     return p["yaml"], merge.t_figure(p["layer_t"]), merge.similarity_figure(p["similarity"]), note
-
-
-def latest_merge(settings: Settings, owner: str | None) -> Job | None:
-    with session_scope(settings.db_url) as s:
-        q = select(Job).where(Job.kind == "merge").order_by(Job.id.desc()).limit(1)
-        if owner:
-            q = q.where(Job.owner == owner)
-        return s.scalar(q)
 
 
 def merge_status(job: Job | None) -> tuple[str, str]:
@@ -160,7 +143,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
             who = caller(settings, request)
         except gr.Error:
             return "", ""
-        return merge_status(latest_merge(settings, who.name))
+        return merge_status(latest_job(settings, "merge", who.name))
 
     t_mode.change(on_mode, t_mode, [t, gradient], api_visibility="private")
     for comp in (base, other, t_mode, t, gradient, dtype):
