@@ -59,6 +59,7 @@ class TransformersEngine:
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch_dtype)
         self.tokenizer = tokenizer
         self.model: Any = model.to(device).eval()
+        self.last_generated_tokens = 0  # new tokens (padding excluded) produced by the last ``generate`` call
 
     def generate(self, prompts: list[str], settings: GenerationSettings | None = None) -> list[str]:
         import torch
@@ -66,6 +67,7 @@ class TransformersEngine:
         settings = settings or GenerationSettings()
         if self.model is None:
             raise RuntimeError("this engine was closed; create a new one")
+        self.last_generated_tokens = 0
         if not prompts:
             return []
         if settings.max_new_tokens == 0:
@@ -91,6 +93,7 @@ class TransformersEngine:
             with torch.inference_mode():
                 out = self.model.generate(**enc, **kwargs)
             new_tokens = out[:, enc["input_ids"].shape[1] :]
+            self.last_generated_tokens += int((new_tokens != tok.pad_token_id).sum())
             texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
             for i, text in zip(idx, texts, strict=True):
                 outputs[i] = text

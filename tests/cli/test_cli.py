@@ -88,3 +88,28 @@ def test_inline_run_jobs_commands_and_users(ws, tmp_path):
     assert users == [{"name": "rana", "role": "researcher", "disabled": False}]
     bad = hala(ws, "users", "add", "omar", "--role", "boss", "--password-stdin", stdin="whatever1\n")
     assert bad.returncode == 2 and "admin" in bad.stderr
+
+
+def test_run_quantize_spec_with_wait(ws, workers, tmp_path):
+    spec = tmp_path / "quantize.yaml"
+    spec.write_text("kind: quantize\nmodel: demo-lfm2-a\nscheme: FP8_DYNAMIC\noutput: cli-fp8\n"
+                    "validation:\n  prompts: 16\n  ppl_texts: 8\n  translation_pairs: 4\n  max_new_tokens: 8\n"
+                    "  throughput_prompts: 4\n  throughput_tokens: 8\n")
+    workers.start()
+    out = hala(ws, "run", str(spec), "--wait", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    info = json.loads(out.stdout)
+    model = next(a for a in info["artifacts"] if a["kind"] == "model")
+    assert model["name"] == "cli-fp8" and [x["name"] for x in model["lineage"]] == ["demo-lfm2-a"]
+    config = json.loads((Path(model["path"]) / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "compressed-tensors"
+    assert any(a["kind"] == "report" for a in info["artifacts"])
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: quantize\nmodel: cli-fp8\noutput: twice\n")
+    again = hala(ws, "run", str(bad))
+    assert again.returncode == 2 and "already quantized" in again.stderr
+    bad.write_text("kind: quantize\nmodel: demo-lfm2-a\noutput: w4\nscheme: W4A16\n"
+                   "calibration: {dataset: /work/shared/data/alpaca_5000/alpaca_5000.json}\n")
+    w4 = hala(ws, "run", str(bad))
+    assert w4.returncode == 2 and "group size" in w4.stderr

@@ -29,6 +29,7 @@ class FakeContext:
     workspace: Path
     job_id: int = 1
     models: dict[str, Path] = field(default_factory=dict)  # extra names resolve_model knows (not artifacts)
+    data_dir: Path | None = None  # the sample data folder (../shared/data) when a test wants it
     stop: bool = False  # what should_stop() answers; set it from a test to simulate a cancel
     stop_after_checks: int | None = None  # or: answer True once should_stop() was asked this many times
     logs: list[str] = field(default_factory=list)
@@ -92,6 +93,23 @@ class FakeContext:
         known = sorted({n for k, n in self.artifacts if k == "model"} | set(self.models))
         raise ValueError(f"unknown model {ref!r}; known models: {', '.join(known) or 'none'}")
 
+    def resolve_dataset(self, ref: str) -> tuple[Path, int | None]:
+        """A registered dataset artifact name → (its path, its id); an existing file/folder → (path, the id of a
+        dataset artifact at that path, else None)."""
+        rec = self.artifacts.get(("dataset", ref))
+        if rec is not None:
+            return rec.path, rec.id
+        p = Path(ref).expanduser()
+        if p.exists():
+            p = p.resolve()
+            for (kind, _name), r in self.artifacts.items():
+                if kind == "dataset" and Path(r.path).resolve() == p:
+                    return p, r.id
+            return p, None
+        known = sorted(n for k, n in self.artifacts if k == "dataset")
+        raise ValueError(f"dataset {ref!r} is neither a dataset artifact nor an existing file or folder; "
+                         f"known datasets: {', '.join(known) or 'none'}")
+
     def artifact_path(self, kind: ArtifactKind, name: str) -> Path:
         return self.workspace / f"{kind}s" / name
 
@@ -101,6 +119,9 @@ class FakeContext:
     # -- test helpers -------------------------------------------------------------------------
     def register_model(self, name: str, path: Path, metadata: dict[str, Any] | None = None) -> int:
         return self.add_artifact("model", name, path, metadata=metadata)
+
+    def register_dataset(self, name: str, path: Path, metadata: dict[str, Any] | None = None) -> int:
+        return self.add_artifact("dataset", name, path, metadata=metadata)
 
     def artifact(self, name: str, kind: str = "model") -> ArtifactRecord:
         return self.artifacts[(kind, name)]
