@@ -15,6 +15,7 @@ from tests.support.app_server import make_workspace
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"  # the sample data beside the checkout (CI lays it out the same way)
 
 
 def hala(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # noqa: ANN001
@@ -105,11 +106,28 @@ def test_run_quantize_spec_with_wait(ws, workers, tmp_path):
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
     assert any(a["kind"] == "report" for a in info["artifacts"])
 
+    w8 = tmp_path / "w8a8.yaml"
+    w8.write_text("kind: quantize\nmodel: demo-lfm2-a\nscheme: W8A8\noutput: cli-w8a8\n"
+                  f"calibration: {{dataset: {DATA}/ntrex128_en_ar/newstest2019-src.eng.txt, num_samples: 8,"
+                  " max_seq_length: 64}\n"
+                  "validation: {prompts: 8, ppl_texts: 4, translation_pairs: 2, max_new_tokens: 4, "
+                  "throughput_prompts: 2, throughput_tokens: 4}\n")
+    assert hala(ws, "run", str(w8), "--inline").returncode == 0
+
+    # the comparison view puts both variants of the source side by side
+    from workbench.tabs.quantize import comparison
+
+    rows, fig = comparison(ws, "demo-lfm2-a")
+    flat = [" ".join(str(c) for c in r) for r in rows]
+    assert any("cli-fp8" in r and "FP8_DYNAMIC" in r for r in flat)
+    assert any("cli-w8a8" in r and "W8A8" in r for r in flat)
+    assert fig is not None
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: quantize\nmodel: cli-fp8\noutput: twice\n")
     again = hala(ws, "run", str(bad))
     assert again.returncode == 2 and "already quantized" in again.stderr
     bad.write_text("kind: quantize\nmodel: demo-lfm2-a\noutput: w4\nscheme: W4A16\n"
-                   "calibration: {dataset: /work/shared/data/alpaca_5000/alpaca_5000.json}\n")
+                   f"calibration: {{dataset: {DATA}/alpaca_5000/alpaca_5000.json}}\n")
     w4 = hala(ws, "run", str(bad))
     assert w4.returncode == 2 and "group size" in w4.stderr
