@@ -65,3 +65,12 @@ class RunContext(Protocol):
         ...
 
     def set_result(self, result: dict[str, Any]) -> None: ...
+
+    def record_eval(self, model_ref: str, model_artifact_id: int | None, results: list[dict[str, Any]],
+                    samples: list[dict[str, Any]]) -> None:
+        """Store evaluation scores and per-sample records of one model.
+
+        results: ``{benchmark, task, metric, value, stderr, n_samples, num_fewshot, harness_version,
+        task_version}``; samples: ``{benchmark, task, doc_id, prompt, choices, response, target, correct,
+        score}`` (choices/response may be lists; correct/score may be None)."""
+        ...

@@ -11,6 +11,7 @@ STEPS: dict[str, str] = {
     "demo_models": "hala_core.demo_models:demo_models_step",
     "merge": "hala_core.merge:merge_step",
     "quantize": "hala_core.quantize:quantize_step",
+    "eval": "hala_core.evaluate:evaluate_step",
 }
 
 

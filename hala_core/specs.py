@@ -160,11 +160,36 @@ class QuantizeSpec(BaseSpec):
                              "(a dataset artifact or a JSONL/JSON/TXT file with text)")
 
 
-AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec, Field(discriminator="kind")]
+class EvalSpec(BaseSpec):
+    """Evaluate one or more models on benchmarks: lm-eval tasks (multiple choice) and translation sets."""
+
+    kind: Literal["eval"] = "eval"
+    models: tuple[str, ...] = Field(..., min_length=1, description="artifact names, paths or hub ids")
+    benchmarks: tuple[str, ...] = Field(("exams_ar",), min_length=1,
+                                        description="registry names (see `hala bench list`)")
+    num_fewshot: int = Field(0, ge=0, le=25)
+    limit: int | None = Field(None, ge=1, le=1_000_000, description="at most this many examples per task")
+    apply_chat_template: bool = False
+    batch_size: int = Field(8, ge=1, le=512)
+    engine: Literal["hf"] = "hf"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    translation_max_new_tokens: int = Field(128, ge=1, le=2048)
+    translation_template: Literal["chat", "hala-translator"] = "chat"
+
+    @field_validator("models", "benchmarks")
+    @classmethod
+    def _no_blanks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        v = tuple(x.strip() for x in v if x and x.strip())
+        if not v:
+            raise ValueError("give at least one")
+        return tuple(dict.fromkeys(v))
+
+
+AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec | EvalSpec, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnySpec)
 
 SPEC_TYPES: dict[str, type[BaseSpec]] = {"sleep": SleepSpec, "demo_models": DemoModelsSpec, "merge": MergeSpec,
-                                          "quantize": QuantizeSpec}
+                                          "quantize": QuantizeSpec, "eval": EvalSpec}
 
 
 def _describe(err: ValidationError, kind: str) -> str:
