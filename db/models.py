@@ -129,3 +129,46 @@ class Artifact(Base):
         secondaryjoin="Artifact.id == ArtifactInput.input_id",
         viewonly=True,
     )
+
+
+class EvalResult(Base):
+    """One score: model × benchmark/task × metric, with the versions that produced it."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (Index("ix_eval_results_model_task", "model_ref", "benchmark", "task"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    model_ref: Mapped[str] = mapped_column(String(500))
+    model_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="SET NULL"),
+                                                          default=None)
+    benchmark: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    stderr: Mapped[float | None] = mapped_column(Float, default=None)
+    n_samples: Mapped[int | None] = mapped_column(Integer, default=None)
+    num_fewshot: Mapped[int | None] = mapped_column(Integer, default=None)
+    harness_version: Mapped[str | None] = mapped_column(String(50), default=None)
+    task_version: Mapped[str | None] = mapped_column(String(50), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvalSample(Base):
+    """One example as a model saw and answered it, for drill-down and model-vs-model comparison."""
+
+    __tablename__ = "eval_samples"
+    __table_args__ = (Index("ix_eval_samples_job_model_task", "job_id", "model_ref", "task", "doc_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    model_ref: Mapped[str] = mapped_column(String(500))
+    benchmark: Mapped[str] = mapped_column(String(100))
+    task: Mapped[str] = mapped_column(String(200))
+    doc_id: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    choices: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    response: Mapped[Any] = mapped_column(JSON, default=None)
+    target: Mapped[str | None] = mapped_column(Text, default=None)
+    correct: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    score: Mapped[float | None] = mapped_column(Float, default=None)

@@ -58,6 +58,13 @@ class DbRunContext:
         with session_scope(self._url) as s:
             s.execute(update(Job).where(Job.id == self.job_id).values(result=result))
 
+    def record_eval(self, model_ref: str, model_artifact_id: int | None, results: list[dict[str, Any]],
+                    samples: list[dict[str, Any]]) -> None:
+        from db.evals import record_eval
+
+        with session_scope(self._url) as s:
+            record_eval(s, self.job_id, model_ref, model_artifact_id, results, samples)
+
     def should_stop(self) -> bool:
         return self.stop_event.is_set()
 

@@ -32,7 +32,7 @@ def test_hala_db_upgrade_on_an_empty_database(tmp_path):
     env = {"HALA_HOME": str(tmp_path / "home"), "HALA_DB_URL": url, "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "workbench.cli", "db", "upgrade"], env=env, capture_output=True,
                          text=True, check=True)
-    assert "0001" in out.stdout
+    assert f"empty → {head_revision(url)}" in out.stdout
     assert current_revision(url) == head_revision(url)
 
 
@@ -80,3 +80,24 @@ def test_register_artifact_twice_updates_instead_of_duplicating(workspace):
         assert a.id == b.id and b.path == "/two" and b.meta == {"x": 2}
         with pytest.raises(ValueError, match="kinds: model, dataset, report"):
             register_artifact(s, "weights", "m", "/x")
+
+
+def test_eval_results_round_trip_and_latest_scores(workspace):
+    from db.evals import latest_scores, record_eval, samples_for
+    from hala_core.specs import SleepSpec
+    from jobs.queue import enqueue
+
+    with session_scope(workspace.db_url) as s:
+        j1, j2 = enqueue(s, SleepSpec()).id, enqueue(s, SleepSpec()).id
+        model = register_artifact(s, "model", "m", "/m", {"parameters": 1_200_000_000})
+        row = {"benchmark": "exams_ar", "task": "exams_ar", "metric": "acc", "value": 0.25, "n_samples": 2}
+        record_eval(s, j1, "m", model.id, [row], [{"benchmark": "exams_ar", "task": "exams_ar", "doc_id": i,
+                                                   "prompt": "س", "choices": ["أ", "ب"], "response": [-1.0, -2.0],
+                                                   "target": "0", "correct": i == 0} for i in range(2)])
+        record_eval(s, j2, "m", model.id, [{**row, "value": 0.5}], [])
+        with pytest.raises(ValueError, match="without metric"):
+            record_eval(s, j2, "m", None, [{"benchmark": "b", "task": "t", "value": 1.0}], [])
+    with session_scope(workspace.db_url) as s:
+        [latest] = latest_scores(s)
+        assert (latest["value"], latest["job_id"], latest["model_meta"]["parameters"]) == (0.5, j2, 1_200_000_000)
+        assert [x["correct"] for x in samples_for(s, "m", "exams_ar", job_id=j1)] == [True, False]
