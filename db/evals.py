@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Artifact, EvalResult, EvalSample, Job
+from db.models import Artifact, EvalResult, EvalSample
 
 RESULT_FIELDS = ("benchmark", "task", "metric", "value", "stderr", "n_samples", "num_fewshot", "harness_version",
                  "task_version")

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from db.artifacts import find_artifact
 from hala_core.settings import Settings
-from hala_core.specs import BaseSpec, MergeSpec, QuantizeSpec, parse_spec
+from hala_core.specs import BaseSpec, EvalSpec, MergeSpec, QuantizeSpec, parse_spec
 from jobs.resolve import resolve_dataset_ref, resolve_model_ref
 
 
@@ -43,4 +43,10 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
             resolve_dataset_ref(s, settings, spec.calibration.dataset)
         if spec.validation.reference_set:
             resolve_dataset_ref(s, settings, spec.validation.reference_set)
+    elif isinstance(spec, EvalSpec):
+        from hala_core.evaluate import prepare_benchmarks, resolve_eval_model
+
+        for ref in spec.models:
+            resolve_eval_model(ref, lambda r: resolve_model_ref(s, settings, r))
+        prepare_benchmarks(spec.benchmarks, settings.home, settings.data_dir)
     return spec

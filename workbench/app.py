@@ -7,7 +7,7 @@ import secrets
 import gradio as gr
 
 from hala_core.settings import Settings
-from workbench.tabs import artifacts, home, merge, quantize, runs, users
+from workbench.tabs import artifacts, evaluate, home, leaderboard, merge, quantize, runs, users
 
 CSS = """
 .bidi { unicode-bidi: plaintext; white-space: pre-wrap; }
@@ -46,6 +46,10 @@ def build_app(settings: Settings) -> gr.Blocks:
                 merge.build(demo, settings, merge_tab)
             with gr.Tab("Quantize", id="quantize") as quantize_tab:
                 quantize.build(demo, settings, quantize_tab)
+            with gr.Tab("Evaluate", id="evaluate") as evaluate_tab:
+                evaluate.build(demo, settings, evaluate_tab)
+            with gr.Tab("Leaderboard", id="leaderboard") as leaderboard_tab:
+                leaderboard.build(demo, settings, leaderboard_tab)
             with gr.Tab("Runs", id="runs"):
                 runs.build(demo, settings, secret)
             with gr.Tab("Artifacts", id="artifacts") as artifacts_tab:

@@ -194,6 +194,63 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from hala_core.leaderboard import to_csv, to_markdown
+    from workbench.leaderboard_data import leaderboard_rows
+
+    settings = _settings()
+    rows = leaderboard_rows(settings, args.benchmarks or None, args.base, args.category, args.reported)
+    if args.format == "csv":
+        text = to_csv(rows) if rows else ""
+    elif args.format == "json":
+        text = json.dumps(rows, ensure_ascii=False, indent=2)
+    else:
+        text = to_markdown(rows) if rows else "no evaluation results yet: run an eval job first\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hala_core import benchmarks as bm
+
+    settings = _settings()
+    if args.bench_cmd == "list":
+        rows = [{"name": b.name, "title": b.title, "kind": b.kind, "tasks": list(b.tasks), "headline": b.headline,
+                 "needs_hub": b.needs_hub, "runnable": b.runnable, "licence": b.licence}
+                for b in bm.available_benchmarks(settings.home)]
+        _print(rows, args.json, "\n".join(
+            f"{r['name']:<18} {r['kind']:<12} {'needs hub' if r['needs_hub'] else 'offline':<10} "
+            f"{'' if r['runnable'] else 'NOT RUNNABLE '}{r['title']}" for r in rows))
+        return 0
+    local = register_local_benchmark(settings, args.name, args.file, args.question, args.choices, args.answer,
+                                     args.format, args.licence, args.answer_format, args.owner)
+    print(f"benchmark {local.name}: {local.rows} questions → {local.folder}")
+    return 0
+
+
+def register_local_benchmark(settings: Settings, name: str, file: str, question: str, choices: str, answer: str,
+                             fmt: str | None = None, licence: str | None = None, answer_format: str = "auto",
+                             owner: str | None = None):  # noqa: ANN201
+    """Add a local multiple-choice benchmark from a file and register it as a dataset artifact."""
+    from db.artifacts import register_artifact
+    from db.session import session_scope
+    from hala_core import benchmarks as bm
+    from hala_core.settings import resolve_inside
+
+    path = resolve_inside(file, settings.read_roots)
+    local = bm.add_local_benchmark(settings.home, name, path, question, choices, answer, fmt=fmt, licence=licence,
+                                   source=str(path), answer_format=answer_format)
+    with session_scope(settings.db_url) as s:
+        register_artifact(s, "dataset", f"benchmark:{local.name}", str(local.folder),
+                          {"benchmark": True, "rows": local.rows, "licence": licence or "",
+                           "source": str(path), "mapping": local.mapping}, owner=owner)
+    return local
+
+
 # -- users and db -------------------------------------------------------------------------------
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
@@ -316,6 +373,33 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--kind", choices=["model", "dataset", "report"])
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_artifacts)
+
+    lb = sub.add_parser("leaderboard", help="the leaderboard of measured scores (md, csv or json)")
+    lb.add_argument("--format", choices=["md", "csv", "json"], default="md")
+    lb.add_argument("--benchmarks", nargs="*", help="benchmarks in the average (default: all evaluated)")
+    lb.add_argument("--base", help="add deltas against this model")
+    lb.add_argument("--category", choices=["nano", "small", "other", "unknown"])
+    lb.add_argument("--reported", action="store_true", help="add the report's published averages, labelled")
+    lb.add_argument("--out", help="write to this file instead of stdout")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    bn = sub.add_parser("bench", help="benchmarks: list them, or add a local multiple-choice set from a file")
+    bsub2 = bn.add_subparsers(dest="bench_cmd", required=True)
+    bl = bsub2.add_parser("list")
+    bl.add_argument("--json", action="store_true")
+    ba = bsub2.add_parser("add", help="e.g. hala bench add my_mcq q.csv --question question --choices A,B,C,D "
+                                      "--answer answer")
+    ba.add_argument("name")
+    ba.add_argument("file")
+    ba.add_argument("--question", required=True, help="field (dotted path) holding the question")
+    ba.add_argument("--choices", required=True,
+                    help="field holding the list of choices (e.g. question.choices[].text) or columns A,B,C,D")
+    ba.add_argument("--answer", required=True, help="field holding the answer (letter, 0-based index or text)")
+    ba.add_argument("--answer-format", default="auto", choices=["auto", "letter", "index", "text"])
+    ba.add_argument("--format", choices=["jsonl", "json", "csv", "tsv"])
+    ba.add_argument("--licence")
+    ba.add_argument("--owner", default=os.environ.get("HALA_USER"))
+    bn.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo-models", help="build the tiny random-weight demo models (offline)")
     d.add_argument("--overwrite", action="store_true")

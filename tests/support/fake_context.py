@@ -38,6 +38,7 @@ class FakeContext:
     artifacts: dict[tuple[str, str], ArtifactRecord] = field(default_factory=dict)
     result: dict[str, Any] | None = None
     stop_checks: int = 0
+    evals: list[dict[str, Any]] = field(default_factory=list)  # one entry per record_eval call
 
     @property
     def job_dir(self) -> Path:
@@ -116,6 +117,13 @@ class FakeContext:
     def set_result(self, result: dict[str, Any]) -> None:
         self.result = result
 
+    def record_eval(self, model_ref: str, model_artifact_id: int | None, results: list[dict[str, Any]],
+                    samples: list[dict[str, Any]]) -> None:
+        """Keeps what it gets; like the db-backed context, a second call for a model replaces the first."""
+        self.evals = [e for e in self.evals if e["model_ref"] != model_ref]
+        self.evals.append({"model_ref": model_ref, "model_artifact_id": model_artifact_id,
+                           "results": [dict(r) for r in results], "samples": [dict(x) for x in samples]})
+
     # -- test helpers -------------------------------------------------------------------------
     def register_model(self, name: str, path: Path, metadata: dict[str, Any] | None = None) -> int:
         return self.add_artifact("model", name, path, metadata=metadata)
@@ -125,3 +133,6 @@ class FakeContext:
 
     def artifact(self, name: str, kind: str = "model") -> ArtifactRecord:
         return self.artifacts[(kind, name)]
+
+    def eval_of(self, model_ref: str) -> dict[str, Any]:
+        return next(e for e in self.evals if e["model_ref"] == model_ref)
