@@ -131,3 +131,59 @@ def test_run_quantize_spec_with_wait(ws, workers, tmp_path):
                    f"calibration: {{dataset: {DATA}/alpaca_5000/alpaca_5000.json}}\n")
     w4 = hala(ws, "run", str(bad))
     assert w4.returncode == 2 and "group size" in w4.stderr
+
+
+def test_eval_job_results_samples_and_leaderboard_agree(ws, tmp_path):
+    csv_file = tmp_path / "capitals.csv"
+    csv_file.write_text("question,A,B,C,D,answer\n"
+                        + "".join(f"ما عاصمة البلد رقم {i}؟,القاهرة,الرياض,عمّان,تونس,{'ABCD'[i % 4]}\n"
+                                  for i in range(12)), encoding="utf-8")
+    (tmp_path / "broken.csv").write_text("question,A,B,answer\nس,أ,ب,Z\n", encoding="utf-8")
+    env_roots = {"HALA_READ_ROOTS": str(tmp_path)}
+    os.environ.update(env_roots)
+    try:
+        added = hala(ws, "bench", "add", "capitals", str(csv_file), "--question", "question", "--choices", "A,B,C,D",
+                     "--answer", "answer")
+        assert added.returncode == 0, added.stderr
+        assert "12 questions" in added.stdout
+        broken = hala(ws, "bench", "add", "broken", str(tmp_path / "broken.csv"), "--question", "question",
+                      "--choices", "A,B", "--answer", "answer")
+        assert broken.returncode == 2 and "Z" in broken.stderr
+    finally:
+        for k in env_roots:
+            os.environ.pop(k)
+    spec = tmp_path / "eval.yaml"
+    spec.write_text("kind: eval\nmodels: [demo-lfm2-a]\nbenchmarks: [exams_ar, capitals, ntrex_en_ar]\nlimit: 12\n"
+                    "translation_max_new_tokens: 8\n")
+    out = hala(ws, "run", str(spec), "--inline", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    from db.evals import latest_scores, samples_for
+    from db.session import session_scope
+
+    with session_scope(ws.db_url) as s:
+        scores = {(r["benchmark"], r["task"], r["metric"]): r for r in latest_scores(s)}
+        exams = samples_for(s, "demo-lfm2-a", "exams_ar")
+        capitals = samples_for(s, "demo-lfm2-a", "capitals")
+    acc = scores[("exams_ar", "exams_ar", "acc")]
+    assert acc["n_samples"] == len(exams) == 12 and acc["harness_version"]
+    assert acc["value"] == pytest.approx(sum(x["correct"] for x in exams) / len(exams))
+    assert 0.0 <= acc["value"] <= 0.75  # random weights: near chance (0.25) on 4 choices
+    assert len(capitals) == 12 and ("ntrex_en_ar", "ntrex_en_ar", "chrf++") in scores
+
+    board = json.loads(hala(ws, "leaderboard", "--format", "json").stdout)
+    [row] = board
+    assert row["model"] == "demo-lfm2-a" and row["category"] == "nano"
+    assert row["exams_ar"] == pytest.approx(100 * scores[("exams_ar", "exams_ar", "acc_norm")]["value"], abs=0.01)
+    md = hala(ws, "leaderboard", "--format", "md", "--reported").stdout
+    assert "Hala-1.2B (reported)" in md and "| demo-lfm2-a |" in md
+    spec.write_text("kind: eval\nmodels: [demo-lfm2-a]\nbenchmarks: [exams_arr]\n")
+    bad = hala(ws, "run", str(spec))
+    assert bad.returncode == 2 and "exams_ar" in bad.stderr
+    spec.write_text("kind: eval\nmodels: [demo-lfm2-a]\nbenchmarks: [alghafa]\n")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        hub = hala(ws, "run", str(spec))
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE")
+    assert hub.returncode == 2 and "needs the Hugging Face hub" in hub.stderr

@@ -27,6 +27,12 @@ def open_tab(page, name: str) -> None:  # noqa: ANN001
     page.get_by_role("tab", name=name).click()
 
 
+def wait_text(page, selector: str, text: str, timeout: float = 30_000) -> None:  # noqa: ANN001
+    """Wait until the element (which may not be mounted yet) shows ``text``."""
+    page.wait_for_function("([sel, text]) => { const e = document.querySelector(sel);"
+                           " return !!e && e.innerText.includes(text); }", arg=[selector, text], timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_models_dir):  # noqa: ANN001, ANN201
     root = tmp_path_factory.mktemp("browser")

@@ -65,14 +65,16 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
             d_model = gr.Dropdown([], label="model", allow_custom_value=True, elem_id="lb-drill-model")
             d_bench = gr.Dropdown([], label="benchmark", elem_id="lb-drill-benchmark")
         d_summary = gr.Markdown(elem_id="lb-drill-summary")
-        d_table = gr.Dataframe(headers=SAMPLE_COLUMNS, interactive=False, elem_id="lb-drill-table", max_height=420)
+        d_table = gr.Dataframe(headers=SAMPLE_COLUMNS, interactive=False, elem_id="lb-drill-table", max_height=420,
+                               wrap=True, column_widths=["9%", "6%", "45%", "14%", "9%", "9%", "8%"])
     with gr.Accordion("Compare two models sample by sample", open=False):
         with gr.Row():
             c_a = gr.Dropdown([], label="model A", allow_custom_value=True)
             c_b = gr.Dropdown([], label="model B", allow_custom_value=True)
             c_bench = gr.Dropdown([], label="benchmark")
         c_summary = gr.Markdown()
-        c_table = gr.Dataframe(headers=DIFF_COLUMNS, interactive=False, max_height=420)
+        c_table = gr.Dataframe(headers=DIFF_COLUMNS, interactive=False, max_height=420, wrap=True,
+                               column_widths=["9%", "6%", "37%", "8%", "12%", "7%", "12%", "9%"])
     with gr.Accordion("slerp t sweep: score against t for merges that share A and B", open=False):
         s_bench = gr.Dropdown([], label="benchmark")
         s_plot = gr.Plot()
@@ -115,7 +117,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         right = [x for x in samples if x["correct"] is not None]
         summary = (f"**{model}** on **{bench}** (job {samples[0]['job_id']}): {len(samples)} samples"
                    + (f", {sum(1 for x in right if x['correct'])} correct" if right else ""))
-        rows = [[x["task"], x["doc_id"], x["prompt"][-600:], " | ".join(map(str, x["choices"] or [])),
+        rows = [[x["task"], x["doc_id"], x["prompt"][-300:], " | ".join(map(str, x["choices"] or [])),
                  answer_of(x), x["target"], "" if x["correct"] is None else ("✓" if x["correct"] else "✗")]
                 for x in samples]
         return summary, rows
