@@ -172,3 +172,33 @@ class EvalSample(Base):
     target: Mapped[str | None] = mapped_column(Text, default=None)
     correct: Mapped[bool | None] = mapped_column(Boolean, default=None)
     score: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class Conversation(Base):
+    """A chat or arena conversation from the Chat tab (kept so it can be reviewed and exported)."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(100), index=True, default=None)
+    mode: Mapped[str] = mapped_column(String(16), default="chat")  # chat | arena
+    models: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    system_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    messages: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # model ref → [{role, content}, …]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Vote(Base):
+    """An arena vote: which of the answers to one prompt was better."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    prompt: Mapped[str] = mapped_column(Text)
+    models: Mapped[list[Any]] = mapped_column(JSON)
+    winner: Mapped[str] = mapped_column(String(500))  # a model ref, "tie" or "all bad"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

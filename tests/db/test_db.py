@@ -101,3 +101,20 @@ def test_eval_results_round_trip_and_latest_scores(workspace):
         [latest] = latest_scores(s)
         assert (latest["value"], latest["job_id"], latest["model_meta"]["parameters"]) == (0.5, j2, 1_200_000_000)
         assert [x["correct"] for x in samples_for(s, "m", "exams_ar", job_id=j1)] == [True, False]
+
+
+def test_conversations_votes_and_win_rates(workspace):
+    from db.chat import record_vote, save_conversation, win_rates
+
+    with session_scope(workspace.db_url) as s:
+        cid = save_conversation(s, None, "layla", "arena", ["base", "tuned"], None, {},
+                                {"base": [{"role": "user", "content": "مرحبا"}]})
+        assert save_conversation(s, cid, "layla", "arena", ["base", "tuned"], None, {}, {}) == cid
+        assert save_conversation(s, cid, "someone-else", "arena", ["base"], None, {}, {}) != cid
+        for winner in ("tuned", "tuned", "base", "tie"):
+            record_vote(s, cid, "layla", "مرحبا", ["base", "tuned"], winner)
+        with pytest.raises(ValueError, match="choose one of base, tuned, tie, all bad"):
+            record_vote(s, cid, "layla", "x", ["base", "tuned"], "merged")
+        [pair] = win_rates(s)
+    assert (pair["model_a"], pair["battles"], pair["wins_a"], pair["wins_b"], pair["ties"]) == ("base", 4, 1, 2, 1)
+    assert pair["win_rate_b"] == 0.5
