@@ -10,7 +10,7 @@ from pathlib import Path
 def _shared_data_default() -> list[Path]:
     here = Path(__file__).resolve().parent.parent
     candidates = [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-    return [p for p in candidates if p.is_dir()]
+    return [p.resolve() for p in candidates if p.is_dir()]  # resolved: a symlinked data folder still matches
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def load_settings(home: str | Path | None = None, db_url: str | None = None) -> 
 def resolve_inside(path: str | Path, roots: tuple[Path, ...] | list[Path]) -> Path:
     """Resolve a user-supplied path and refuse it unless it lies inside one of ``roots``."""
     p = Path(path).expanduser().resolve()
-    for root in roots:
+    for root in (r.resolve() for r in roots):
         if p == root or p.is_relative_to(root):
             return p
     allowed = ", ".join(str(r) for r in roots)

@@ -118,3 +118,16 @@ def test_conversations_votes_and_win_rates(workspace):
         [pair] = win_rates(s)
     assert (pair["model_a"], pair["battles"], pair["wins_a"], pair["wins_b"], pair["ties"]) == ("base", 4, 1, 2, 1)
     assert pair["win_rate_b"] == 0.5
+
+
+def test_paths_inside_symlinked_roots_are_allowed(tmp_path):
+    from hala_core.settings import resolve_inside
+
+    real = tmp_path / "real"
+    (real / "data").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    f = tmp_path / "link" / "data" / "x.txt"
+    f.write_text("x")
+    assert resolve_inside(f, [tmp_path / "link" / "data"]) == (real / "data" / "x.txt")
+    with pytest.raises(ValueError, match="outside the allowed folders"):
+        resolve_inside(tmp_path / "elsewhere.txt", [tmp_path / "link" / "data"])
