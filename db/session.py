@@ -29,9 +29,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
 
 
 def _sqlite_begin(conn) -> None:  # noqa: ANN001
-    # IMMEDIATE: take the write lock at BEGIN, so a read-then-write transaction never deadlocks with
-    # another writer (SQLite would otherwise fail with "database is locked" at the upgrade to write).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # IMMEDIATE: take the write lock at BEGIN, so a read-then-write transaction never fails on a stale
+    # snapshot (SQLite answers "database is locked" at the upgrade to write, without waiting). Read-only
+    # sessions (``read_scope``) use a plain BEGIN: in WAL mode they never wait for a writer.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("hala_read_only") else "BEGIN IMMEDIATE")
 
 
 def get_engine(url: str) -> Engine:
@@ -65,7 +66,7 @@ def session_factory(url: str) -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+    """A session that commits on success and rolls back on error (on SQLite it holds the write lock)."""
     s = session_factory(url)()
     try:
         yield s
@@ -74,6 +75,17 @@ def session_scope(url: str) -> Iterator[Session]:
         s.rollback()
         raise
     finally:
+        s.close()
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A read-only session: never takes the write lock, so polling the db never waits behind a writer."""
+    s = Session(get_engine(url).execution_options(hala_read_only=True), expire_on_commit=False)
+    try:
+        yield s
+    finally:
+        s.rollback()
         s.close()
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 
 from db.models import ACTIVE_STATES, Job, Worker, utcnow
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from jobs.executors import Executor, LocalExecutor, kill_signal_name, process_alive
 from jobs.queue import claim_job, claim_next, finish, stale_cutoff
@@ -223,7 +223,7 @@ class JobWorker:
 def live_worker(settings: Settings) -> Worker | None:
     """A worker on this host that is alive now (heartbeat fresh and process running), if any."""
     host = socket.gethostname()
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         for w in s.scalars(select(Worker).where(Worker.stopped_at.is_(None), Worker.host == host,
                                                 Worker.heartbeat_at >= stale_cutoff(STALE_AFTER_S))):
             if process_alive(w.pid):

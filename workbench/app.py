@@ -7,7 +7,7 @@ import secrets
 import gradio as gr
 
 from hala_core.settings import Settings
-from workbench.tabs import artifacts, evaluate, home, leaderboard, merge, quantize, runs, users
+from workbench.tabs import artifacts, chat, evaluate, home, leaderboard, merge, quantize, runs, users
 
 CSS = """
 .bidi { unicode-bidi: plaintext; white-space: pre-wrap; }
@@ -23,6 +23,15 @@ CSS = """
 .hala-report td, .hala-report th { border: 1px solid #d1d5db; padding: 4px 10px; text-align: right; }
 .hala-report th:first-child { text-align: left; }
 .hala-note { color: #92400e; }
+.chat-view { display: flex; flex-direction: column; gap: 8px; min-height: 120px; max-height: 520px; overflow-y: auto;
+             padding: 8px; border: 1px solid #e5e7eb; border-radius: 8px; }
+.bubble { max-width: 85%; padding: 8px 12px; border-radius: 12px; white-space: pre-wrap; unicode-bidi: plaintext;
+          overflow-wrap: anywhere; }
+.bubble[dir="rtl"] { direction: rtl; text-align: right; }
+.bubble[dir="ltr"] { direction: ltr; text-align: left; }
+.bubble.user { align-self: flex-end; background: #ccfbf1; }
+.bubble.assistant { align-self: flex-start; background: #f3f4f6; }
+.bidi-input textarea { unicode-bidi: plaintext; }
 """
 
 
@@ -50,6 +59,8 @@ def build_app(settings: Settings) -> gr.Blocks:
                 evaluate.build(demo, settings, evaluate_tab)
             with gr.Tab("Leaderboard", id="leaderboard") as leaderboard_tab:
                 leaderboard.build(demo, settings, leaderboard_tab)
+            with gr.Tab("Chat", id="chat") as chat_tab:
+                chat.build(demo, settings, chat_tab)
             with gr.Tab("Runs", id="runs"):
                 runs.build(demo, settings, secret)
             with gr.Tab("Artifacts", id="artifacts") as artifacts_tab:

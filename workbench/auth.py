@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from db.session import session_scope
+from db.session import read_scope
 from db.users import authenticate, count_users, get_user
 from hala_core.settings import Settings
 
@@ -29,7 +29,7 @@ def make_auth(settings: Settings):  # noqa: ANN201
     """The login check handed to Gradio: name and password against the users table."""
 
     def check(username: str, password: str) -> bool:
-        with session_scope(settings.db_url) as s:
+        with read_scope(settings.db_url) as s:
             return authenticate(s, username, password) is not None
 
     return check
@@ -38,7 +38,7 @@ def make_auth(settings: Settings):  # noqa: ANN201
 def caller(settings: Settings, request: gr.Request | None) -> Caller:
     """Who is calling. With no accounts at all the workbench is single-user and the caller is an admin."""
     name = getattr(request, "username", None) if request is not None else None
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         if name:
             user = get_user(s, name)
             if user is None or user.disabled:

@@ -72,17 +72,17 @@ def _report(info: dict[str, Any], as_json: bool) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from db.session import session_scope
+    from db.session import read_scope, session_scope
     from jobs.precheck import precheck
     from jobs.queue import enqueue
     from jobs.worker import live_worker
 
     settings = _settings()
     spec_data = _load_spec_file(args.spec)
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
         spec = precheck(s, settings, spec_data)
-        job = enqueue(s, spec, owner=args.owner)
-        job_id = job.id
+    with session_scope(settings.db_url) as s:
+        job_id = enqueue(s, spec, owner=args.owner).id
     if not args.json:
         print(f"queued job {job_id} ({spec.kind})", file=sys.stderr)  # type: ignore[attr-defined]
     if args.inline:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from db.evals import latest_scores
-from db.session import session_scope
+from db.session import read_scope
 from hala_core.leaderboard import build_table
 from hala_core.settings import Settings
 
@@ -36,7 +36,7 @@ def parameters_of(model: str, info: dict[str, Any]) -> int | None:
 
 def leaderboard_rows(settings: Settings, benchmarks: list[str] | None = None, base_model: str | None = None,
                      category: str | None = None, include_reported: bool = False) -> list[dict[str, Any]]:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         scores = latest_scores(s)
     from hala_core.benchmarks import headline_metric
 

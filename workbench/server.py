@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from db.users import count_users
 from hala_core.settings import Settings
 from jobs.worker import live_worker
@@ -45,7 +45,7 @@ class LoginSwitch:
         self.stop = threading.Event()
 
     def sync(self) -> None:
-        with session_scope(self.settings.db_url) as s:
+        with read_scope(self.settings.db_url) as s:
             want = count_users(s) > 0
         self.app.auth = self.check if want else None
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from db.artifacts import list_artifacts
 from db.models import Job
-from db.session import session_scope
+from db.session import read_scope
 from hala_core.settings import Settings
 
 STATUS_ICON = {"queued": "⏳", "claimed": "📥", "running": "▶️", "succeeded": "✅", "failed": "❌",
@@ -54,7 +54,7 @@ def kv_table(rows: list[tuple[str, Any]]) -> str:
 
 def model_choices(settings: Settings) -> list[tuple[str, str]]:
     """Model artifacts for a dropdown: (label, name); demo models say they have random weights."""
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         arts = list_artifacts(s, "model")
     return [(f"{a.name}  ·  random weights (demo)" if (a.meta or {}).get("demo") else a.name, a.name)
             for a in arts]
@@ -62,7 +62,7 @@ def model_choices(settings: Settings) -> list[tuple[str, str]]:
 
 def latest_job(settings: Settings, kind: str, owner: str | None) -> Job | None:
     """The caller's newest job of a kind: what a tab shows after a refresh (the db remembers, not the page)."""
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         q = select(Job).where(Job.kind == kind).order_by(Job.id.desc()).limit(1)
         if owner:
             q = q.where(Job.owner == owner)

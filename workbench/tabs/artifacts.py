@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from db.artifacts import find_artifact, lineage, list_artifacts
-from db.session import session_scope
+from db.session import read_scope
 from hala_core.settings import Settings
 from workbench.auth import REVIEW_ROLES, require
 from workbench.ui import esc
@@ -16,14 +16,14 @@ COLUMNS = ["id", "kind", "name", "label", "licence", "job", "path"]
 
 
 def rows(settings: Settings, kind: str) -> list[list[Any]]:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         arts = list_artifacts(s, kind or None)
         return [[a.id, a.kind, a.name, (a.meta or {}).get("label", "external" if (a.meta or {}).get("external") else ""),
                  (a.meta or {}).get("licence", ""), a.job_id, a.path] for a in arts]
 
 
 def lineage_html(settings: Settings, kind: str, name: str) -> str:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         art = find_artifact(s, kind, name)
         if art is None:
             return ""

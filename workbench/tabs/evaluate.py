@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from hala_core.specs import EvalSpec, parse_spec
 from jobs.precheck import precheck
@@ -115,8 +115,9 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         who = require(settings, request, LAUNCH_ROLES, "launching an evaluation")
         try:
             spec = build_spec(m, b, f, lim, ch, bs)
-            with session_scope(settings.db_url) as s:
+            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
                 precheck(s, settings, spec)
+            with session_scope(settings.db_url) as s:
                 job_id = enqueue(s, spec, owner=who.name).id
         except ValueError as e:
             raise gr.Error(str(e)) from None

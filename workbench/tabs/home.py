@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from db.artifacts import list_artifacts
 from db.models import Job
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.demo_models import DEMO_LABEL
 from hala_core.settings import Settings
 from hala_core.specs import DemoModelsSpec
@@ -27,7 +27,7 @@ def status_markdown(settings: Settings) -> str:
     w = live_worker(settings)
     worker = (f"✅ worker `{w.id}` (pid {w.pid}, up to {w.max_jobs} job(s) at once)" if w else
               "⚠️ **no worker is running**: queued jobs wait. Start one with `hala worker`.")
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         models = list_artifacts(s, "model")
     demo = [m.name for m in models if (m.meta or {}).get("demo")]
     lines = [f"**Workspace** `{settings.home}` · **database** `{settings.db_url}`", "", worker, "",
@@ -45,7 +45,7 @@ def status_markdown(settings: Settings) -> str:
 
 
 def latest_demo_job(settings: Settings) -> str:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         job = s.scalar(select(Job).where(Job.kind == "demo_models").order_by(Job.id.desc()).limit(1))
         if job is None:
             return ""

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from db.evals import evaluated_benchmarks, evaluated_models, merge_artifacts, samples_for
-from db.session import session_scope
+from db.session import read_scope
 from hala_core.leaderboard import (
     answer_of,
     bar_figure,
@@ -83,7 +83,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
 
     def refresh(chosen: list[str] | None, cat: str, base_model: str | None, rep: bool, request: gr.Request):  # noqa: ANN202
         require(settings, request, REVIEW_ROLES, "viewing the leaderboard")
-        with session_scope(settings.db_url) as s:
+        with read_scope(settings.db_url) as s:
             all_benches, models = evaluated_benchmarks(s), evaluated_models(s)
         chosen = [b for b in (chosen or []) if b in all_benches] or all_benches
         note = ""
@@ -110,7 +110,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         require(settings, request, REVIEW_ROLES, "viewing samples")
         if not model or not bench:
             return "", []
-        with session_scope(settings.db_url) as s:
+        with read_scope(settings.db_url) as s:
             samples = samples_for(s, model, bench)
         if not samples:
             return f"no samples of {model} on {bench}", []
@@ -128,7 +128,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         if not model or str(model).endswith("(reported)"):
             return gr.update(), gr.update(), gr.update()
         if not bench:
-            with session_scope(settings.db_url) as s:
+            with read_scope(settings.db_url) as s:
                 bench = next(iter(evaluated_benchmarks(s)), None)
         return model, bench, gr.update(open=True)
 
@@ -136,7 +136,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         require(settings, request, REVIEW_ROLES, "comparing models")
         if not (a and b and bench):
             return "", []
-        with session_scope(settings.db_url) as s:
+        with read_scope(settings.db_url) as s:
             sa, sb = samples_for(s, a, bench), samples_for(s, b, bench)
         diff = disagreements(sa, sb)
         rows = [[d["task"], d["doc_id"], d["prompt"][-400:], d["target"], d["answer_a"], d["correct_a"],
@@ -147,7 +147,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         require(settings, request, REVIEW_ROLES, "viewing the leaderboard")
         if not bench:
             return None
-        with session_scope(settings.db_url) as s:
+        with read_scope(settings.db_url) as s:
             merges = merge_artifacts(s)
         points = sweep_points(merges, leaderboard_rows(settings, [bench]), bench)
         if not points:

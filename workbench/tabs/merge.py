@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 
 from db.models import Job
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from hala_core.specs import MergeSpec, parse_spec
 from jobs.precheck import precheck
@@ -40,7 +40,7 @@ def build_spec(base: str, model: str, t_mode: str, t: float, gradient: str, dtyp
 def compute_preview(settings: Settings, spec: MergeSpec) -> tuple[str, Any, Any, str]:
     from hala_core import merge
 
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         _, _, info_a, info_b = merge.validate_merge(spec, lambda ref: resolve_model_ref(s, settings, ref))
     p = merge.preview(spec, info_a, info_b)
     note = (f"✅ compatible: {info_a.architecture}, {info_a.num_layers} layers, "
@@ -122,10 +122,10 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         who = require(settings, request, LAUNCH_ROLES, "launching a merge")
         try:
             spec = build_spec(a, b, mode, tv, grad, dt, out)
-            with session_scope(settings.db_url) as s:
+            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
                 precheck(s, settings, spec)
-                job = enqueue(s, spec, owner=who.name)
-                job_id = job.id
+            with session_scope(settings.db_url) as s:
+                job_id = enqueue(s, spec, owner=who.name).id
         except ValueError as e:
             raise gr.Error(str(e)) from None
         gr.Info(f"queued merge job {job_id}")

@@ -9,7 +9,7 @@ import gradio as gr
 from db.artifacts import list_artifacts
 from db.models import Job
 from db.queries import finished_results
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from hala_core.specs import QUANT_SCHEMES, QuantizeSpec, parse_spec
 from jobs.precheck import precheck
@@ -26,7 +26,7 @@ SCHEME_HELP = {
 
 def dataset_choices(settings: Settings) -> list[str]:
     """Dataset artifacts, then the sample files that hold text (NTREX English, Alpaca)."""
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         names = [a.name for a in list_artifacts(s, "dataset")]
     if settings.data_dir:
         for rel in ("ntrex128_en_ar/newstest2019-src.eng.txt", "alpaca_5000/alpaca_5000.json"):
@@ -79,7 +79,7 @@ def report_view(job: Job | None) -> tuple[str, str, Any, Any]:
 def comparison(settings: Settings, source: str | None) -> tuple[list[list[Any]], Any]:
     from hala_core.quantize import comparison_figure, comparison_rows
 
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         done = [r for r in finished_results(s, "quantize") if not source or r["spec"].get("model") == source]
     reports = [dict(r["result"].get("report") or {}, output=r["spec"].get("output"), scheme=r["spec"].get("scheme"),
                     job=r["id"]) for r in done if r["result"].get("report")]
@@ -89,7 +89,7 @@ def comparison(settings: Settings, source: str | None) -> tuple[list[list[Any]],
 
 
 def source_choices(settings: Settings) -> list[str]:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         return sorted({r["spec"].get("model") for r in finished_results(s, "quantize") if r["spec"].get("model")})
 
 
@@ -157,8 +157,9 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         who = require(settings, request, LAUNCH_ROLES, "launching a quantization")
         try:
             spec = build_spec(m, sc, ig, gs, ca, sa, sl, out, dev, off, pr, pp, pa, di, te, mx, tp)
-            with session_scope(settings.db_url) as s:
+            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
                 precheck(s, settings, spec)
+            with session_scope(settings.db_url) as s:
                 job_id = enqueue(s, spec, owner=who.name).id
         except ValueError as e:
             raise gr.Error(str(e)) from None

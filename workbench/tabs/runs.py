@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from db.models import JOB_STATES
 from db.queries import job_metrics, job_owners, job_summary, jobs_table
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.registry import STEPS
 from hala_core.settings import Settings
 from jobs import queue
@@ -22,7 +22,7 @@ COLUMNS = ["id", "kind", "status", "owner", "progress", "output", "created", "du
 
 
 def table_rows(settings: Settings, kind: str, status: str, owner: str) -> list[list[Any]]:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         rows = jobs_table(s, kind=kind or None, status=status or None, owner=owner or None)
     return [[r["id"], r["kind"], r["status"], r["owner"], r["progress"], r["name"], r["created"],
              r["duration_s"]] for r in rows]
@@ -58,7 +58,7 @@ def artifacts_html(artifacts: list[dict[str, Any]]) -> str:
 def detail_view(settings: Settings, job_id: int | None) -> tuple[str, str, Any, str, str, str]:
     if not job_id:
         return "<i>select a job in the table, or type its number</i>", "", None, "", "", ""
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         try:
             info = job_summary(s, int(job_id), with_spec=True)
         except ValueError as e:
@@ -82,7 +82,7 @@ def detail_view(settings: Settings, job_id: int | None) -> tuple[str, str, Any, 
 
 
 def _own_or_admin(settings: Settings, who: Caller, job_id: int) -> None:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         owner = queue.get_job(s, job_id).owner
     if who.role != "admin" and owner and who.name != owner:
         raise gr.Error(f"job {job_id} belongs to {owner}; only its owner or an admin may cancel it")
@@ -130,7 +130,7 @@ def build(demo: gr.Blocks, settings: Settings, secret: str) -> None:
 
     def on_load(request: gr.Request):  # noqa: ANN202
         require(settings, request, REVIEW_ROLES, "viewing runs")
-        with session_scope(settings.db_url) as s:
+        with read_scope(settings.db_url) as s:
             return gr.update(choices=[""] + job_owners(s))
 
     def on_remembered(saved: Any, current: float | None, request: gr.Request):  # noqa: ANN202
@@ -175,8 +175,9 @@ def build(demo: gr.Blocks, settings: Settings, secret: str) -> None:
         from jobs.precheck import precheck
 
         try:
-            with session_scope(settings.db_url) as s:
+            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
                 spec = precheck(s, settings, spec_text)
+            with session_scope(settings.db_url) as s:
                 old = queue.get_job(s, int(jid))
                 if spec.kind != old.kind:  # type: ignore[attr-defined]
                     raise ValueError(f"a clone keeps the kind {old.kind}; start a {spec.kind} job from its tab")  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import gradio as gr
 
 from db import users
 from db.models import ROLES
-from db.session import session_scope
+from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from workbench.auth import ADMIN_ROLES, require
 
@@ -16,7 +16,7 @@ HELP = ("Roles: **admin** (everything, accounts), **researcher** (launch and man
 
 
 def user_rows(settings: Settings) -> list[list[str]]:
-    with session_scope(settings.db_url) as s:
+    with read_scope(settings.db_url) as s:
         return [[u.name, u.role, "disabled" if u.disabled else ""] for u in users.list_users(s)]
 
 
