@@ -85,8 +85,7 @@ def read_scope(url: str) -> Iterator[Session]:
     try:
         yield s
     finally:
-        s.rollback()
-        s.close()
+        s.close()  # ends the read transaction; loaded objects stay usable (detached, not expired)
 
 
 @contextmanager

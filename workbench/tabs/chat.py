@@ -158,16 +158,20 @@ def _build_chat(demo: gr.Blocks, settings: Settings) -> None:
         chat_model = _load(settings, ref)
         stop_ev = _stop_event(request)
         answer = ""
-        it = chat_model.stream(msgs, gen, stop_event=stop_ev)
+        try:
+            it = chat_model.stream(msgs, gen, stop_event=stop_ev)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
         notes = " ".join(f"⚠️ {n}" for n in getattr(it, "notices", None) or chat_model.notices or [])
         for chunk in it:
             answer += chunk
             yield render([*msgs, {"role": "assistant", "content": answer}]), notes, gr.update()
         full = [*msgs, {"role": "assistant", "content": answer}]
-        stats = getattr(chat_model, "last_stats", None) or {}
+        stats = getattr(it, "stats", None) or {}
         if stats.get("tokens_per_s"):
             notes = (notes + f"  ·  {stats.get('tokens', 0)} tokens, {stats['tokens_per_s']:.0f} tok/s, "
-                     f"first token after {stats.get('ttft_s', 0):.2f}s").strip(" ·")
+                     f"first token after {stats.get('time_to_first_token_s') or 0:.2f}s"
+                     + (" (stopped)" if stats.get("stopped") else "")).strip(" ·")
         with session_scope(settings.db_url) as s:
             cid = save_conversation(s, conv_id, getattr(request, "username", None), "chat", [ref], sys_prompt,
                                     gen.model_dump(), {ref: full})
