@@ -251,6 +251,58 @@ def register_local_benchmark(settings: Settings, name: str, file: str, question:
     return local
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    """A terminal chat with the same engine as the Chat tab: /reset, /system TEXT, /exit."""
+    from db.session import read_scope
+    from hala_core.chat import ChatModel, validate_messages
+    from hala_core.engine import GenerationSettings
+    from jobs.resolve import resolve_model_ref
+
+    settings = _settings()
+    with read_scope(settings.db_url) as s:
+        resolved = resolve_model_ref(s, settings, args.model)
+    if resolved.path is None:
+        raise ValueError(f"{args.model} is a hub id that is not downloaded, and no hub can be reached from here")
+    print(f"loading {resolved.path} …", file=sys.stderr, flush=True)
+    model = ChatModel.load(resolved.path, device=args.device)
+    if getattr(model, "is_demo", False):
+        print("note: this is a demo model with random weights: it writes nonsense", file=sys.stderr)
+    gen = GenerationSettings(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                             repetition_penalty=args.repetition_penalty)
+    system = args.system
+    history: list[dict[str, str]] = []
+    print("type a message; /reset clears, /system TEXT sets the system prompt, /exit ends", file=sys.stderr)
+    for line in sys.stdin:
+        text = line.rstrip("\n")
+        if text.strip() in ("/exit", "/quit"):
+            break
+        if text.strip() == "/reset":
+            history = []
+            print("(conversation cleared)", file=sys.stderr)
+            continue
+        if text.startswith("/system "):
+            system = text[len("/system "):]
+            print("(system prompt set)", file=sys.stderr)
+            continue
+        msgs = ([{"role": "system", "content": system}] if system else []) + history + [
+            {"role": "user", "content": text}]
+        try:
+            msgs = validate_messages(msgs)
+            stream = model.stream(msgs, gen)
+            for n in stream.notices:
+                print(f"(notice: {n})", file=sys.stderr)
+            answer = ""
+            for chunk in stream:
+                answer += chunk
+                print(chunk, end="", flush=True)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        print(flush=True)
+        history = [m for m in msgs if m["role"] != "system"] + [{"role": "assistant", "content": answer}]
+    return 0
+
+
 # -- users and db -------------------------------------------------------------------------------
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
@@ -400,6 +452,16 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--licence")
     ba.add_argument("--owner", default=os.environ.get("HALA_USER"))
     bn.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("chat", help="chat with a model in the terminal (the Chat tab's engine)")
+    c.add_argument("model", help="artifact name, folder or hub id")
+    c.add_argument("--system", default="")
+    c.add_argument("--temperature", type=float, default=0.7)
+    c.add_argument("--top-p", type=float, default=0.95)
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--repetition-penalty", type=float, default=1.1)
+    c.add_argument("--device", default=os.environ.get("HALA_CHAT_DEVICE", "cpu"))
+    c.set_defaults(func=cmd_chat)
 
     d = sub.add_parser("demo-models", help="build the tiny random-weight demo models (offline)")
     d.add_argument("--overwrite", action="store_true")

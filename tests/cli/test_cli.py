@@ -187,3 +187,14 @@ def test_eval_job_results_samples_and_leaderboard_agree(ws, tmp_path):
     finally:
         os.environ.pop("HF_HUB_OFFLINE")
     assert hub.returncode == 2 and "needs the Hugging Face hub" in hub.stderr
+
+
+def test_terminal_chat_streams_answers_and_takes_commands(ws):
+    out = hala(ws, "chat", "demo-lfm2-a", "--temperature", "0", "--max-new-tokens", "6", "--repetition-penalty", "3",
+               stdin="مرحبا\n/system أنت مساعد مفيد\nHello again\n" + "x" * 5000 + "\n/exit\n")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "random weights" in out.stderr and "(system prompt set)" in out.stderr
+    assert len([line for line in out.stdout.splitlines()]) >= 2  # one answer line per message
+    assert "5,000 characters long; the limit is 4,000" in out.stderr  # refused, not sent
+    missing = hala(ws, "chat", "no-such-model", stdin="")
+    assert missing.returncode == 2 and "no-such-model" in missing.stderr

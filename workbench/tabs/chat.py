@@ -84,6 +84,7 @@ def _load(settings: Settings, ref: str):  # noqa: ANN202
             resolved = resolve_model_ref(s, settings, ref)
         if resolved.path is None:
             raise ValueError(f"{ref} is a hub id that is not downloaded, and no hub can be reached from here")
+        cache().unload_idle()  # models nobody used for HALA_CHAT_IDLE_S seconds give their memory back
         return cache().get(str(resolved.path), os.environ.get("HALA_CHAT_DEVICE", "cpu"), "float32")
     except ValueError as e:
         raise gr.Error(f"model {ref!r} could not be loaded: {e}") from None
