@@ -33,6 +33,7 @@ from hala_core.models import (
     LAYER_RE,
     ModelInfo,
     check_compatible,
+    claim_output_dir,
     inspect_model,
     looks_like_hub_id,
     tensor_locations,
@@ -462,25 +463,6 @@ def _forget_loaders(refs: list[Any]) -> None:
             loader.flush()
 
 
-def _claim_output_dir(out: Path, name: str) -> None:
-    """Create the output folder exclusively, so two jobs given one output name never write into one folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        out.mkdir()
-        return
-    except FileExistsError:
-        pass
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()  # an empty folder left behind by an earlier attempt
-        try:
-            out.mkdir()
-            return
-        except FileExistsError:
-            pass
-    raise ValueError(f"output {name!r} already exists at {out}; choose another output name or delete that "
-                     "model first")
-
-
 def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     """Validate, slerp-merge with mergekit, write the card, sample A/B/merge greedily, register the model."""
     from mergekit.config import MergeConfiguration
@@ -510,7 +492,7 @@ def merge_step(spec: MergeSpec, ctx: RunContext) -> None:
     _check_stop(ctx, "before the merge")
 
     ctx.progress(1, total, "merging (mergekit slerp)")
-    _claim_output_dir(out, spec.output)
+    claim_output_dir(out, spec.output)
     options = MergeOptions(device="cpu", copy_tokenizer=True, lazy_unpickle=False, quiet=True)
     refs = [config["base_model"], config["slices"][0]["sources"][1]["model"]]
     try:

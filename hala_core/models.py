@@ -181,3 +181,22 @@ def check_compatible(a: ModelInfo, b: ModelInfo) -> None:
     if mismatched:
         raise ValueError(f"tensor shapes differ between A ({name_a}) and B ({name_b}) "
                          f"({len(mismatched)} tensors): {_listing(mismatched)}")
+
+
+def claim_output_dir(out: Path, name: str) -> None:
+    """Create the output folder exclusively, so two jobs given one output name never write into one folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir()
+        return
+    except FileExistsError:
+        pass
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder left behind by an earlier attempt
+        try:
+            out.mkdir()
+            return
+        except FileExistsError:
+            pass
+    raise ValueError(f"output {name!r} already exists at {out}; choose another output name or delete that "
+                     "model first")

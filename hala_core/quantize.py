@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from hala_core.context import ResolvedModel, RunContext, StopRequested
 from hala_core.demo_models import DEMO_LABEL
-from hala_core.models import ModelInfo, inspect_model, looks_like_hub_id
+from hala_core.models import ModelInfo, claim_output_dir, inspect_model, looks_like_hub_id
 from hala_core.specs import CALIBRATED_SCHEMES, QuantizeSpec, ValidationSpec
 
 if TYPE_CHECKING:
@@ -496,24 +496,6 @@ def _resolve_source(spec: QuantizeSpec, ctx: RunContext) -> tuple[ResolvedModel,
     except ValueError as e:
         raise ValueError(f"model {ref!r}: {e}") from None
     return resolved, info
-
-
-def _claim_output_dir(out: Path, name: str) -> None:
-    """Create the output folder exclusively (an empty leftover folder is taken over)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        out.mkdir()
-        return
-    except FileExistsError:
-        pass
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-        try:
-            out.mkdir()
-            return
-        except FileExistsError:
-            pass
-    raise ValueError(f"output {name!r} already exists at {out}; choose another output name or delete that model first")
 
 
 def _free(device: str) -> None:
@@ -1158,7 +1140,7 @@ def quantize_step(spec: QuantizeSpec, ctx: RunContext) -> None:
     from llmcompressor import oneshot
 
     ctx.progress(2, total, f"{'calibrating and ' if calib_texts else ''}quantizing ({spec.scheme})")
-    _claim_output_dir(out, spec.output)
+    claim_output_dir(out, spec.output)
     try:
         kwargs: dict[str, Any] = {}
         if calib_texts and spec.calibration is not None:

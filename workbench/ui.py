@@ -5,11 +5,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
+import gradio as gr
 from sqlalchemy import select
 
 from db.artifacts import list_artifacts
 from db.models import Job
-from db.session import read_scope
+from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 
 STATUS_ICON = {"queued": "⏳", "claimed": "📥", "running": "▶️", "succeeded": "✅", "failed": "❌",
@@ -67,3 +68,22 @@ def latest_job(settings: Settings, kind: str, owner: str | None) -> Job | None:
         if owner:
             q = q.where(Job.owner == owner)
         return s.scalar(q)
+
+
+def submit_job(settings: Settings, spec: Any, owner: str | None, what: str) -> int:
+    """Check a spec and what it points at, then queue it; bad input becomes a clear error in the browser.
+
+    The checks run in a read-only session (some are slow: model headers, benchmark files), so nobody else
+    waits for SQLite's write lock meanwhile; the queueing itself is one short write."""
+    from jobs.precheck import precheck
+    from jobs.queue import enqueue
+
+    try:
+        with read_scope(settings.db_url) as s:
+            precheck(s, settings, spec)
+        with session_scope(settings.db_url) as s:
+            job_id = enqueue(s, spec, owner=owner).id
+    except ValueError as e:
+        raise gr.Error(str(e)) from None
+    gr.Info(f"queued {what} job {job_id}")
+    return job_id

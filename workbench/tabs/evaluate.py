@@ -8,13 +8,10 @@ from typing import Any
 
 import gradio as gr
 
-from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from hala_core.specs import EvalSpec, parse_spec
-from jobs.precheck import precheck
-from jobs.queue import enqueue
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, latest_job, model_choices, progress_html
+from workbench.ui import esc, latest_job, model_choices, progress_html, submit_job
 
 
 def benchmark_choices(settings: Settings) -> list[tuple[str, str]]:
@@ -115,13 +112,9 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         who = require(settings, request, LAUNCH_ROLES, "launching an evaluation")
         try:
             spec = build_spec(m, b, f, lim, ch, bs)
-            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
-                precheck(s, settings, spec)
-            with session_scope(settings.db_url) as s:
-                job_id = enqueue(s, spec, owner=who.name).id
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        gr.Info(f"queued evaluation job {job_id}")
+        job_id = submit_job(settings, spec, who.name, "evaluation")
         return progress_html("queued", 0, 0, f"job {job_id}"), ""
 
     def on_poll(request: gr.Request):  # noqa: ANN202

@@ -7,14 +7,12 @@ from typing import Any
 import gradio as gr
 
 from db.models import Job
-from db.session import read_scope, session_scope
+from db.session import read_scope
 from hala_core.settings import Settings
 from hala_core.specs import MergeSpec, parse_spec
-from jobs.precheck import precheck
-from jobs.queue import enqueue
 from jobs.resolve import resolve_model_ref
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, latest_job, model_choices, progress_html, samples_html
+from workbench.ui import esc, latest_job, model_choices, progress_html, samples_html, submit_job
 
 
 def parse_gradient(text: str) -> list[float]:
@@ -122,13 +120,9 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         who = require(settings, request, LAUNCH_ROLES, "launching a merge")
         try:
             spec = build_spec(a, b, mode, tv, grad, dt, out)
-            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
-                precheck(s, settings, spec)
-            with session_scope(settings.db_url) as s:
-                job_id = enqueue(s, spec, owner=who.name).id
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        gr.Info(f"queued merge job {job_id}")
+        job_id = submit_job(settings, spec, who.name, "merge")
         return progress_html("queued", 0, 0, f"job {job_id} → {spec.output}"), ""
 
     def on_refresh(a: str | None, b: str | None):  # noqa: ANN202

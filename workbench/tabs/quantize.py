@@ -9,13 +9,11 @@ import gradio as gr
 from db.artifacts import list_artifacts
 from db.models import Job
 from db.queries import finished_results
-from db.session import read_scope, session_scope
+from db.session import read_scope
 from hala_core.settings import Settings
 from hala_core.specs import QUANT_SCHEMES, QuantizeSpec, parse_spec
-from jobs.precheck import precheck
-from jobs.queue import enqueue
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, latest_job, model_choices, progress_html
+from workbench.ui import esc, latest_job, model_choices, progress_html, submit_job
 
 SCHEME_HELP = {
     "FP8_DYNAMIC": "per-channel FP8 weights, dynamic per-token FP8 activations; no calibration data (the report's choice)",
@@ -157,13 +155,9 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         who = require(settings, request, LAUNCH_ROLES, "launching a quantization")
         try:
             spec = build_spec(m, sc, ig, gs, ca, sa, sl, out, dev, off, pr, pp, pa, di, te, mx, tp)
-            with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
-                precheck(s, settings, spec)
-            with session_scope(settings.db_url) as s:
-                job_id = enqueue(s, spec, owner=who.name).id
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        gr.Info(f"queued quantize job {job_id}")
+        job_id = submit_job(settings, spec, who.name, "quantize")
         return progress_html("queued", 0, 0, f"job {job_id} → {spec.output}"), "", None, None
 
     def on_poll(seen: str | None, request: gr.Request):  # noqa: ANN202
