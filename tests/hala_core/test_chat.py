@@ -446,3 +446,4 @@ def test_conversation_exports():
     assert data["messages"][2]["direction"] == "ltr"
     assert "مرحبا" in conversation_json(messages, meta)  # UTF-8 text, not \\u escapes
     assert json.loads(conversation_json([], None)) == {"meta": {}, "messages": []}
+

@@ -58,15 +58,29 @@ def _direction(text: str, fallback: str = "ltr") -> str:
     return text_direction(text) if any(ch.isalpha() for ch in text) else fallback
 
 
+def _answer_direction(text: str, prompt_dir: str) -> str:
+    """An answer keeps the direction of the prompt it answers unless it is clearly in the other script, so a
+    streaming bubble does not flip while its first words arrive."""
+    from hala_core.chat import is_arabic
+
+    if sum(ch.isalpha() for ch in text) < 20:
+        return prompt_dir
+    if prompt_dir == "rtl":
+        return "rtl" if is_arabic(text, threshold=0.1) else "ltr"
+    return "rtl" if is_arabic(text, threshold=0.6) else "ltr"
+
+
 def render(messages: list[dict[str, str]], elem: str = "chat") -> str:
-    """The conversation as bubbles; neutral text (digits, punctuation) follows the direction of the prompt."""
+    """The conversation as bubbles: a message takes the direction of its text; an answer that of its prompt
+    unless it is clearly in the other script; neutral text (digits, punctuation) follows the conversation."""
     parts, last_dir = [], "ltr"
     for m in messages:
         if m["role"] == "system":
             continue
-        d = _direction(m["content"], last_dir)
         if m["role"] == "user":
-            last_dir = d
+            d = last_dir = _direction(m["content"], last_dir)
+        else:
+            d = _answer_direction(m["content"], last_dir)
         parts.append(f'<div class="bubble {esc(m["role"])}" dir="{d}">{esc(m["content"]) or "…"}</div>')
     return f'<div class="chat-view" data-view="{esc(elem)}">{"".join(parts)}</div>'
 
