@@ -87,3 +87,17 @@ def submit_job(settings: Settings, spec: Any, owner: str | None, what: str) -> i
         raise gr.Error(str(e)) from None
     gr.Info(f"queued {what} job {job_id}")
     return job_id
+
+
+def job_header(job: Job, label: str = "") -> str:
+    """A job's progress bar with its current step (or the first line of its error)."""
+    msg = job.progress_message or (job.error.splitlines()[0] if job.error else "")
+    return progress_html(job.status, job.progress_done, job.progress_total,
+                         f"job {job.id}{' → ' + label if label else ''}: {msg}")
+
+
+def job_error_html(job: Job) -> str:
+    """The tail of a failed, interrupted or cancelled job's error, or "" for any other job."""
+    if job.status in ("failed", "interrupted", "cancelled") and job.error:
+        return f"<pre class='bidi'>{esc(job.error[-2000:])}</pre>"
+    return ""

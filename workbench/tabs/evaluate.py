@@ -11,7 +11,7 @@ import gradio as gr
 from hala_core.settings import Settings
 from hala_core.specs import EvalSpec, parse_spec
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, latest_job, model_choices, progress_html, submit_job
+from workbench.ui import esc, job_error_html, job_header, latest_job, model_choices, progress_html, submit_job
 
 
 def benchmark_choices(settings: Settings) -> list[tuple[str, str]]:
@@ -45,10 +45,9 @@ def build_spec(models: list[str] | str | None, benches: list[str] | None, fewsho
 def job_view(job) -> tuple[str, str]:  # noqa: ANN001
     if job is None:
         return "", ""
-    msg = job.progress_message or (job.error.splitlines()[0] if job.error else "")
-    head = progress_html(job.status, job.progress_done, job.progress_total, f"job {job.id}: {msg}")
-    if job.status in ("failed", "interrupted", "cancelled") and job.error:
-        return head, f"<pre class='bidi'>{esc(job.error[-2000:])}</pre>"
+    head = job_header(job)
+    if job_error_html(job):
+        return head, job_error_html(job)
     models = (job.result or {}).get("models") or []
     if not models:
         return head, ""

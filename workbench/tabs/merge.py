@@ -12,7 +12,15 @@ from hala_core.settings import Settings
 from hala_core.specs import MergeSpec, parse_spec
 from jobs.resolve import resolve_model_ref
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, latest_job, model_choices, progress_html, samples_html, submit_job
+from workbench.ui import (
+    job_error_html,
+    job_header,
+    latest_job,
+    model_choices,
+    progress_html,
+    samples_html,
+    submit_job,
+)
 
 
 def parse_gradient(text: str) -> list[float]:
@@ -49,17 +57,15 @@ def compute_preview(settings: Settings, spec: MergeSpec) -> tuple[str, Any, Any,
 def merge_status(job: Job | None) -> tuple[str, str]:
     if job is None:
         return "", ""
-    msg = job.progress_message or (job.error.splitlines()[0] if job.error else "")
-    head = progress_html(job.status, job.progress_done, job.progress_total,
-                         f"job {job.id} → {job.spec.get('output')}: {msg}")
+    head = job_header(job, str(job.spec.get("output")))
     samples = (job.result or {}).get("samples") or []
     table = samples_html(samples, (("prompt", "Prompt"), ("a", f"A: {job.spec.get('base_model')}"),
                                    ("b", f"B: {job.spec.get('model')}"), ("merge", f"Merge: {job.spec.get('output')}")))
     if job.status == "succeeded" and samples:
         table = ("<p><b>Sample generations</b> (greedy; demo models have random weights, so the text is "
                  "nonsense — compare mechanics, not fluency)</p>" + table)
-    if job.status in ("failed", "interrupted") and job.error:
-        table = f"<pre class='bidi'>{esc(job.error[-2000:])}</pre>"
+    if job_error_html(job):
+        table = job_error_html(job)
     return head, table
 
 

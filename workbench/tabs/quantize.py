@@ -13,7 +13,7 @@ from db.session import read_scope
 from hala_core.settings import Settings
 from hala_core.specs import QUANT_SCHEMES, QuantizeSpec, parse_spec
 from workbench.auth import LAUNCH_ROLES, caller, require
-from workbench.ui import esc, latest_job, model_choices, progress_html, submit_job
+from workbench.ui import esc, job_error_html, job_header, latest_job, model_choices, progress_html, submit_job
 
 SCHEME_HELP = {
     "FP8_DYNAMIC": "per-channel FP8 weights, dynamic per-token FP8 activations; no calibration data (the report's choice)",
@@ -56,11 +56,9 @@ def build_spec(model: str, scheme: str, ignore: str, group_size: float, calib: s
 def report_view(job: Job | None) -> tuple[str, str, Any, Any]:
     if job is None:
         return "", "", None, None
-    msg = job.progress_message or (job.error.splitlines()[0] if job.error else "")
-    head = progress_html(job.status, job.progress_done, job.progress_total,
-                         f"job {job.id} → {job.spec.get('output')} ({job.spec.get('scheme')}): {msg}")
-    if job.status in ("failed", "interrupted", "cancelled") and job.error:
-        return head, f"<pre class='bidi'>{esc(job.error[-2000:])}</pre>", None, None
+    head = job_header(job, f"{job.spec.get('output')} ({job.spec.get('scheme')})")
+    if job_error_html(job):
+        return head, job_error_html(job), None, None
     report = (job.result or {}).get("report")
     if job.status != "succeeded" or not report:
         return head, "", None, None
