@@ -145,15 +145,16 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         return (f"✅ benchmark **{local.name}**: {local.rows} questions, ready to run offline.",
                 gr.update(choices=benchmark_choices(settings)))
 
-    def on_refresh(current: list[str] | None):  # noqa: ANN202
-        return gr.update(choices=model_choices(settings), value=current), gr.update(choices=benchmark_choices(settings))
+    def on_refresh():  # noqa: ANN202
+        # choices only: setting the value here would undo a pick the user made while this request ran
+        return gr.update(choices=model_choices(settings)), gr.update(choices=benchmark_choices(settings))
 
     show.click(on_show, inputs, spec_box, api_visibility="private")
     go.click(on_eval, inputs, [head, summary], api_name="evaluate")
     add.click(on_add, [upload, path, b_name, q_field, c_field, a_field, licence], [add_msg, benches],
               api_name="add_benchmark")
     for trigger in (demo.load, tab.select):
-        trigger(on_refresh, models, [models, benches], api_visibility="private")
+        trigger(on_refresh, None, [models, benches], api_visibility="private")
     demo.load(on_poll, None, [head, summary], api_visibility="private")
     timer = gr.Timer(2.0)
     timer.tick(on_poll, None, [head, summary], api_visibility="private", show_progress="hidden")
