@@ -202,3 +202,154 @@ class Vote(Base):
     models: Mapped[list[Any]] = mapped_column(JSON)
     winner: Mapped[str] = mapped_column(String(500))  # a model ref, "tie" or "all bad"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --------------------------------------------------------------------------- corpora, translation, review
+
+REVIEW_STATES = ("unreviewed", "accepted", "edited", "rejected", "flagged")
+REVIEWED_STATES = ("accepted", "edited", "rejected", "flagged")
+
+
+class Corpus(Base):
+    """An imported instruction set (or parallel set): its rows hold segments that get translated and reviewed."""
+
+    __tablename__ = "corpora"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    format: Mapped[str] = mapped_column(String(20))
+    source_lang: Mapped[str] = mapped_column(String(8), default="en")
+    licence: Mapped[str | None] = mapped_column(String(100), default=None)
+    has_references: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_tokens: Mapped[int] = mapped_column(Integer, default=256)
+    n_rows: Mapped[int] = mapped_column(Integer, default=0)
+    n_segments: Mapped[int] = mapped_column(Integer, default=0)
+    n_chars: Mapped[int] = mapped_column(Integer, default=0)
+    n_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    n_duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    n_problems: Mapped[int] = mapped_column(Integer, default=0)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # filters.FilterThresholds fields
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="SET NULL"), default=None)
+    created_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CorpusRow(Base):
+    """One record of a corpus (an Alpaca triple, a conversation, a parallel pair), in file order."""
+
+    __tablename__ = "corpus_rows"
+    __table_args__ = (UniqueConstraint("corpus_id", "idx", name="uq_corpus_rows_corpus_idx"),
+                      Index("ix_corpus_rows_corpus_hash", "corpus_id", "content_hash"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    line: Mapped[int] = mapped_column(Integer)
+    shape: Mapped[str] = mapped_column(String(10))
+    content_hash: Mapped[str] = mapped_column(String(32))
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
+
+
+class Segment(Base):
+    """One translatable piece of one field (or turn) of a row; ``sep`` is what followed it in the original."""
+
+    __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_corpus_id", "corpus_id", "id"),
+                      Index("ix_segments_row", "row_id", "field_idx", "part"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"))
+    row_id: Mapped[int] = mapped_column(ForeignKey("corpus_rows.id", ondelete="CASCADE"))
+    field_idx: Mapped[int] = mapped_column(Integer)
+    field_name: Mapped[str] = mapped_column(String(40))
+    role: Mapped[str] = mapped_column(String(16))
+    part: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)  # with protected spans masked (see hala_core.segment)
+    spans: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    sep: Mapped[str] = mapped_column(String(200), default="")
+    verbatim: Mapped[bool] = mapped_column(Boolean, default=False)
+    reference: Mapped[str | None] = mapped_column(Text, default=None)
+    n_chars: Mapped[int] = mapped_column(Integer, default=0)
+    n_tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TranslationRun(Base):
+    """One translation of a corpus (translator × direction × template); its segments are resumable."""
+
+    __tablename__ = "translation_runs"
+    __table_args__ = (UniqueConstraint("corpus_id", "name", name="uq_translation_runs_corpus_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    corpus_id: Mapped[int] = mapped_column(ForeignKey("corpora.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    model_ref: Mapped[str] = mapped_column(String(500))
+    model_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id", ondelete="SET NULL"),
+                                                          default=None)
+    direction: Mapped[str] = mapped_column(String(8))
+    template: Mapped[str] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done
+    n_total: Mapped[int] = mapped_column(Integer, default=0)
+    double_share: Mapped[float] = mapped_column(Float, default=0.05)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # chrf++ / bleu against references
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Translation(Base):
+    """A segment's translation in one run, its filter scores, and its review state (optimistic ``version``)."""
+
+    __tablename__ = "translations"
+    __table_args__ = (UniqueConstraint("run_id", "segment_id", name="uq_translations_run_segment"),
+                      Index("ix_translations_queue", "run_id", "status", "id"),
+                      Index("ix_translations_flagged", "run_id", "status", "passed", "id"),
+                      Index("ix_translations_random", "run_id", "status", "order_key"),
+                      Index("ix_translations_second", "run_id", "double", "second_status"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("translation_runs.id", ondelete="CASCADE"))
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    text: Mapped[str] = mapped_column(Text)  # the machine translation, protected spans restored
+    n_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    flags: Mapped[str] = mapped_column(String(200), default="")  # comma-separated filters.FLAGS
+    passed: Mapped[bool] = mapped_column(Boolean, default=True)
+    order_key: Mapped[int] = mapped_column(Integer, default=0)  # a fixed pseudo-random order (random QA mode)
+    status: Mapped[str] = mapped_column(String(16), default="unreviewed")
+    final_text: Mapped[str | None] = mapped_column(Text, default=None)  # the reviewed text (edits included)
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    reviewed_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    claim_expires: Mapped[datetime | None] = mapped_column(default=None)
+    double: Mapped[bool] = mapped_column(Boolean, default=False)  # in the double-annotation sample
+    second_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    second_text: Mapped[str | None] = mapped_column(Text, default=None)
+    second_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    second_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewEvent(Base):
+    """The edit history of a translation: who did what, when, and the text before and after."""
+
+    __tablename__ = "review_events"
+    __table_args__ = (Index("ix_review_events_translation", "translation_id", "id"),
+                      Index("ix_review_events_run_user", "run_id", "user"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    translation_id: Mapped[int] = mapped_column(ForeignKey("translations.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(Integer)
+    user: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(16))
+    second: Mapped[bool] = mapped_column(Boolean, default=False)  # a double-annotation (second opinion) save
+    before: Mapped[str | None] = mapped_column(Text, default=None)
+    after: Mapped[str | None] = mapped_column(Text, default=None)
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    version: Mapped[int] = mapped_column(Integer)  # the version this save produced
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -66,6 +66,10 @@ class RunContext(Protocol):
 
     def set_result(self, result: dict[str, Any]) -> None: ...
 
+    def corpus_store(self) -> Any:
+        """The corpus store of this workspace (``hala_core.translate.CorpusStore``): segments in, translations out."""
+        ...
+
     def record_eval(self, model_ref: str, model_artifact_id: int | None, results: list[dict[str, Any]],
                     samples: list[dict[str, Any]]) -> None:
         """Store evaluation scores and per-sample records of one model.

@@ -66,8 +66,10 @@ class EvalModel:
 
 # --------------------------------------------------------------------------- checks before running
 
-def resolve_eval_model(ref: str, resolve: Any) -> EvalModel:
-    """Resolve a model reference and check that it is a local causal-LM folder with a tokenizer (ValueError)."""
+def resolve_eval_model(ref: str, resolve: Any, purpose: str = "evaluation") -> EvalModel:
+    """Resolve a model reference and check that it is a local causal-LM folder with a tokenizer (ValueError).
+
+    ``purpose`` names what the model is for in the messages (evaluation, translation, …)."""
     try:
         resolved: ResolvedModel = resolve(ref)
     except ValueError as e:
@@ -76,7 +78,7 @@ def resolve_eval_model(ref: str, resolve: Any) -> EvalModel:
         if resolved.hub_id or looks_like_hub_id(ref):
             hub_id = resolved.hub_id or ref
             raise ValueError(
-                f"model {ref!r} looks like a hub id ({hub_id}) that is not available locally, and evaluation reads "
+                f"model {ref!r} looks like a hub id ({hub_id}) that is not available locally, and {purpose} reads "
                 "local folders only; download it where a hub is reachable (e.g. `hf download "
                 f"{hub_id} --local-dir DIR`), copy it here and give the folder, or register it as a model artifact")
         where = f" (looked in {resolved.path})" if resolved.path is not None else ""
@@ -84,19 +86,19 @@ def resolve_eval_model(ref: str, resolve: Any) -> EvalModel:
     try:
         info = inspect_model(resolved.path)
     except ValueError as e:
-        raise ValueError(f"model {ref!r} cannot be loaded for evaluation: {e}") from None
+        raise ValueError(f"model {ref!r} cannot be loaded for {purpose}: {e}") from None
     from hala_core.quantize import _causal_lm_classes
 
     classes, model_types = _causal_lm_classes()
     arch = info.architecture
     ok = (arch in classes or arch.endswith(("ForCausalLM", "LMHeadModel"))) if arch else info.model_type in model_types
     if not ok:
-        raise ValueError(f"model {ref!r} cannot be loaded for evaluation: its architecture "
+        raise ValueError(f"model {ref!r} cannot be loaded for {purpose}: its architecture "
                          f"{arch or info.model_type or 'unknown'} is not a causal language model "
-                         "(evaluation scores log-likelihoods and generates with AutoModelForCausalLM)")
+                         f"({purpose} needs AutoModelForCausalLM)")
     folder = Path(info.path)
     if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        raise ValueError(f"model {ref!r} cannot be loaded for evaluation: {folder} has no tokenizer files "
+        raise ValueError(f"model {ref!r} cannot be loaded for {purpose}: {folder} has no tokenizer files "
                          f"({', '.join(_TOKENIZER_FILES[:3])}, …); save the tokenizer with the model")
     if resolved.artifact_id is not None or NAME_RE.match(ref):
         name = ref  # an artifact or another plain name

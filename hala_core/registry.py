@@ -12,6 +12,7 @@ STEPS: dict[str, str] = {
     "merge": "hala_core.merge:merge_step",
     "quantize": "hala_core.quantize:quantize_step",
     "eval": "hala_core.evaluate:evaluate_step",
+    "translate": "hala_core.translate:translate_step",
 }
 
 

@@ -185,11 +185,56 @@ class EvalSpec(BaseSpec):
         return tuple(dict.fromkeys(v))
 
 
-AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec | EvalSpec, Field(discriminator="kind")]
+class TranslateSpec(BaseSpec):
+    """Translate an imported corpus with a translator model, segment by segment, resumably.
+
+    ``name`` names the translation of the corpus (default: translator and direction); running the same spec
+    again (a retry after a crash or a kill) resumes it and translates only what is missing.
+    """
+
+    kind: Literal["translate"] = "translate"
+    corpus: str = Field(..., min_length=1, description="an imported corpus (see the Corpus tab / `hala corpus list`)")
+    model: str = Field(..., min_length=1, description="translator: artifact name, path or hub id")
+    name: str | None = Field(None, description="translation name; default <model>-<direction>")
+    direction: Literal["en-ar", "ar-en"] = "en-ar"
+    template: Literal["chat", "hala-translator"] = "chat"
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    batch_size: int = Field(16, ge=1, le=4096)
+    commit_every: int = Field(64, ge=1, le=100_000, description="segments per committed batch (resume granularity)")
+    limit: int | None = Field(None, ge=1, description="translate at most this many segments in this job")
+    engine: Literal["transformers"] = "transformers"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    double_share: float = Field(0.05, ge=0.0, le=1.0, description="share of segments annotated twice (agreement)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else check_name(v.strip(), "translation name")
+
+    def run_name(self) -> str:
+        """The translation's name: ``name``, or the translator's last path part and the direction."""
+        if self.name:
+            return self.name
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", self.model.rstrip("/").split("/")[-1]).strip("-.") or "model"
+        return f"{base[:80]}-{self.direction}"
+
+    def settings_key(self) -> dict[str, Any]:
+        """What must match for a translation to be resumed by this spec (how text is generated)."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty}
+
+
+AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec | EvalSpec | TranslateSpec,
+                    Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnySpec)
 
 SPEC_TYPES: dict[str, type[BaseSpec]] = {"sleep": SleepSpec, "demo_models": DemoModelsSpec, "merge": MergeSpec,
-                                          "quantize": QuantizeSpec, "eval": EvalSpec}
+                                          "quantize": QuantizeSpec, "eval": EvalSpec,
+                                          "translate": TranslateSpec}
 
 
 def _describe(err: ValidationError, kind: str) -> str:

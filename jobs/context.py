@@ -65,6 +65,11 @@ class DbRunContext:
         with session_scope(self._url) as s:
             record_eval(s, self.job_id, model_ref, model_artifact_id, results, samples)
 
+    def corpus_store(self) -> Any:
+        from db.corpora import CorpusStore
+
+        return CorpusStore(self._url)
+
     def should_stop(self) -> bool:
         return self.stop_event.is_set()
 

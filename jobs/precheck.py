@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from db.artifacts import find_artifact
 from hala_core.settings import Settings
-from hala_core.specs import BaseSpec, EvalSpec, MergeSpec, QuantizeSpec, parse_spec
+from hala_core.specs import BaseSpec, EvalSpec, MergeSpec, QuantizeSpec, TranslateSpec, parse_spec
 from jobs.resolve import resolve_dataset_ref, resolve_model_ref
 
 
@@ -49,4 +49,11 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
         for ref in spec.models:
             resolve_eval_model(ref, lambda r: resolve_model_ref(s, settings, r))
         prepare_benchmarks(spec.benchmarks, settings.home, settings.data_dir)
+    elif isinstance(spec, TranslateSpec):
+        from db.corpora import check_translation
+        from hala_core.evaluate import resolve_eval_model
+
+        check_translation(s, spec.corpus, spec.run_name(), model_ref=spec.model, direction=spec.direction,
+                          template=spec.template, settings=spec.settings_key())
+        resolve_eval_model(spec.model, lambda r: resolve_model_ref(s, settings, r), purpose="translation")
     return spec

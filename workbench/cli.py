@@ -194,6 +194,72 @@ def cmd_artifacts(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- corpora ------------------------------------------------------------------------------------
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from workbench import corpus_ops
+
+    settings = _settings()
+    if args.corpus_cmd == "import":
+        from hala_core.corpus_io import parse_mapping
+
+        mapping = parse_mapping(args.map) or None
+        if args.preview:
+            info = corpus_ops.preview(settings, args.file, fmt=args.format, mapping=mapping, encoding=args.encoding,
+                                      reference=args.reference, language=args.language)
+            text = (f"format: {info['format']}  licence: {info['licence'] or 'unknown'}\n"
+                    + "\n".join(json.dumps(r, ensure_ascii=False) for r in info["rows"])
+                    + ("\nproblems:\n  " + "\n  ".join(info["problems"]) if info["problems"] else ""))
+            _print(info, args.json, text)
+            return 0
+        stats = corpus_ops.import_file(settings, args.file, args.name, fmt=args.format, mapping=mapping,
+                                       on_error=args.on_error, encoding=args.encoding, language=args.language,
+                                       max_tokens=args.max_tokens, dedupe=not args.keep_duplicates, limit=args.limit,
+                                       reference=args.reference, licence=args.licence,
+                                       owner=os.environ.get("HALA_USER"))
+        text = "\n".join(f"{k}: {v}" for k, v in stats.items() if k != "problems")
+        if stats["problems"]:
+            text += "\nskipped records:\n  " + "\n  ".join(stats["problems"])
+        _print(stats, args.json, text)
+        return 0
+    if args.corpus_cmd == "list":
+        from db.corpora import list_corpora
+        from db.session import read_scope
+
+        with read_scope(settings.db_url) as s:
+            rows = list_corpora(s)
+        _print(rows, args.json, "\n".join(
+            f"{r['corpus']:<24} {r['rows']:>7} rows {r['segments']:>8} segments  {r['language']}  "
+            f"{r['licence']:<14} {r['translations']}" for r in rows) or "no corpora")
+        return 0
+    if args.corpus_cmd == "export":
+        info = corpus_ops.export(settings, args.name, translation=args.translation, fmt=args.format, out=args.out,
+                                 include=args.include, kind="pairs" if args.pairs else "sft",
+                                 name=args.dataset, owner=os.environ.get("HALA_USER"))
+        _print(info, args.json, f"{info['records']} {'pairs' if args.pairs else 'records'} → {info['path']}\n"
+               f"card: {info['card']}\nrows: " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
+        return 0
+    if args.corpus_cmd == "thresholds":
+        from db.corpora import set_thresholds
+
+        values: dict[str, Any] = {}
+        for item in args.set or []:
+            key, _, val = item.partition("=")
+            if not _:
+                raise ValueError(f"--set {item!r}: use KEY=VALUE, e.g. --set min_script_share=0.7")
+            values[key.strip()] = (val.strip().lower() in ("1", "true", "yes")) if key.strip() == "check_preserved" \
+                else float(val)
+        out = set_thresholds(settings.db_url, args.name, values)
+        _print(out, args.json, f"re-flagged {out['translations']} translations; {out['changed']} changed")
+        return 0
+    if args.corpus_cmd == "delete":
+        from db.corpora import delete_corpus
+
+        delete_corpus(settings.db_url, args.name)
+        print(f"deleted corpus {args.name} (its translations and reviews too)")
+        return 0
+    raise ValueError(f"unknown corpus command {args.corpus_cmd!r}")
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from hala_core.leaderboard import to_csv, to_markdown
     from workbench.leaderboard_data import leaderboard_rows
@@ -425,6 +491,46 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--kind", choices=["model", "dataset", "report"])
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_artifacts)
+
+    cp = sub.add_parser("corpus", help="import, list, export corpora (translation: `hala run` a translate spec)")
+    csub = cp.add_subparsers(dest="corpus_cmd", required=True)
+    ci = csub.add_parser("import", help="import a file as a corpus (see --format)")
+    ci.add_argument("file", help="file or folder (Alpaca JSON/JSONL, ShareGPT, messages, CSV/TSV, Parquet, a "
+                                 "saved datasets folder, NTREX folder / parallel text), or a hub dataset id")
+    ci.add_argument("--name", required=True)
+    ci.add_argument("--format", default=None, help="alpaca, sharegpt, messages, csv, tsv, parquet, hf, parallel, "
+                                                   "hub (default: detected)")
+    ci.add_argument("--map", action="append", help="field=column, e.g. --map instruction=question (repeatable)")
+    ci.add_argument("--on-error", choices=("abort", "skip"), default="abort",
+                    help="a malformed record: stop (default) or skip it and report its line")
+    ci.add_argument("--encoding", default=None, help="the file's encoding when it is not UTF-8 (e.g. cp1256)")
+    ci.add_argument("--language", choices=("en", "ar"), default="en", help="the language of the source text")
+    ci.add_argument("--reference", default=None, help="parallel: the aligned reference file")
+    ci.add_argument("--max-tokens", type=int, default=256, help="segment budget: longer texts are split")
+    ci.add_argument("--keep-duplicates", action="store_true", help="keep records that repeat an earlier one")
+    ci.add_argument("--limit", type=int, default=None, help="import the first N records only")
+    ci.add_argument("--licence", default=None, help="the data's licence (default: read from a LICENSE file)")
+    ci.add_argument("--preview", action="store_true", help="show the format and first rows; import nothing")
+    ci.add_argument("--json", action="store_true")
+    cl = csub.add_parser("list")
+    cl.add_argument("--json", action="store_true")
+    ce = csub.add_parser("export", help="write the reviewed corpus (SFT messages) or bilingual pairs")
+    ce.add_argument("name")
+    ce.add_argument("--translation", default=None, help="which translation (default: the newest)")
+    ce.add_argument("--format", choices=("jsonl", "parquet", "hf"), default="jsonl")
+    ce.add_argument("--out", default=None, help="file (jsonl/parquet) or folder (hf); default: in the workspace")
+    ce.add_argument("--include", choices=("reviewed", "passed"), default="reviewed",
+                    help="reviewed: accepted/edited only; passed: also unreviewed segments that passed the filters")
+    ce.add_argument("--pairs", action="store_true", help="bilingual EN↔AR pairs for translator fine-tuning")
+    ce.add_argument("--dataset", default=None, help="dataset artifact name")
+    ce.add_argument("--json", action="store_true")
+    ct = csub.add_parser("thresholds", help="set quality-filter thresholds and re-flag the corpus's translations")
+    ct.add_argument("name")
+    ct.add_argument("--set", action="append", help="e.g. --set min_script_share=0.7 --set max_length_ratio=2.5")
+    ct.add_argument("--json", action="store_true")
+    cd = csub.add_parser("delete")
+    cd.add_argument("name")
+    cp.set_defaults(func=cmd_corpus)
 
     lb = sub.add_parser("leaderboard", help="the leaderboard of measured scores (md, csv or json)")
     lb.add_argument("--format", choices=["md", "csv", "json"], default="md")

@@ -39,6 +39,7 @@ class FakeContext:
     result: dict[str, Any] | None = None
     stop_checks: int = 0
     evals: list[dict[str, Any]] = field(default_factory=list)  # one entry per record_eval call
+    store: Any = None  # a corpus store (db.corpora.CorpusStore on a test database) for translation steps
 
     @property
     def job_dir(self) -> Path:
@@ -93,6 +94,11 @@ class FakeContext:
             return ResolvedModel(ref=ref, path=None, hub_id=ref)
         known = sorted({n for k, n in self.artifacts if k == "model"} | set(self.models))
         raise ValueError(f"unknown model {ref!r}; known models: {', '.join(known) or 'none'}")
+
+    def corpus_store(self) -> Any:
+        if self.store is None:
+            raise ValueError("this test context was given no corpus store (FakeContext(store=...))")
+        return self.store
 
     def resolve_dataset(self, ref: str) -> tuple[Path, int | None]:
         """A registered dataset artifact name → (its path, its id); an existing file/folder → (path, the id of a
