@@ -65,7 +65,7 @@ _DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹٫٬", "0123456
 _NUMBER = re.compile(r"[0-9]+(?:[.,،][0-9]+)*")
 _THOUSANDS = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _DOT_THOUSANDS = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})+")  # 76.000: thousands separated by dots (or a decimal)
-# an ordinal (21st, الـ) or a decade (1990s) is often written out in words in a translation
+# an ordinal (21st) or a decade (1990s) is often written out in words in a translation
 _ORDINAL = re.compile(r"(?:st|nd|rd|th|s)(?![A-Za-z])", re.IGNORECASE)
 # "300 ألف" is how Arabic writes 300,000: a number before a scale word also stands for its product
 _SCALE = re.compile(r"\s?(?:(ألف|آلاف|الف|thousand)|(مليون|ملايين|million)|(مليار|مليارات|بليون|billion))",
@@ -384,14 +384,18 @@ def _lost_numbers(source_rest: str, output_rest: str) -> list[str]:
             free[value] -= 1
         else:
             unmatched.append((value, variants))
+    by_variant: dict[str, set[str]] = {}
+    if unmatched:
+        for other, other_variants, _ in pool:
+            for v in other_variants:
+                by_variant.setdefault(v, set()).add(other)
     lost: list[str] = []
     for value, variants in unmatched:
-        for other, other_variants, _ in pool:
-            if free[other] > 0 and variants & other_variants:
-                free[other] -= 1
-                break
-        else:
+        match = next((o for v in sorted(variants) for o in sorted(by_variant.get(v, ())) if free[o] > 0), None)
+        if match is None:
             lost.append(value)
+        else:
+            free[match] -= 1
     return lost
 
 

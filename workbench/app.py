@@ -7,7 +7,9 @@ import secrets
 import gradio as gr
 
 from hala_core.settings import Settings
-from workbench.tabs import artifacts, chat, evaluate, home, leaderboard, merge, quantize, runs, users
+from workbench.tabs import artifacts, chat, evaluate, home, leaderboard, merge, quantize, review, runs, users
+
+HEAD = review.SHORTCUTS_JS  # page-wide <head> additions: the Review tab's keyboard shortcuts
 
 CSS = """
 .bidi { unicode-bidi: plaintext; white-space: pre-wrap; }
@@ -32,6 +34,13 @@ CSS = """
 .bubble.user { align-self: flex-end; background: #ccfbf1; }
 .bubble.assistant { align-self: flex-start; background: #f3f4f6; }
 .bidi-input textarea { unicode-bidi: plaintext; }
+.review-source { border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px; min-height: 120px; font-size: 1.05em; }
+.review-source[dir="rtl"] { direction: rtl; text-align: right; }
+.review-source[dir="ltr"] { direction: ltr; text-align: left; }
+#review-target textarea { font-size: 1.1em; }
+.review-conflict { color: #b91c1c; font-weight: 600; }
+.review-context th { text-align: left; padding-right: 10px; vertical-align: top; white-space: nowrap; }
+.review-context tr.review-here td { background: #fef9c3; }
 """
 
 
@@ -51,6 +60,8 @@ def build_app(settings: Settings) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Home", id="home"):
                 home.build(demo, settings)
+            with gr.Tab("Review", id="review") as review_tab:
+                review.build(demo, settings, review_tab, secret)
             with gr.Tab("Merge", id="merge") as merge_tab:
                 merge.build(demo, settings, merge_tab)
             with gr.Tab("Quantize", id="quantize") as quantize_tab:

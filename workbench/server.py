@@ -68,7 +68,7 @@ def warm_up() -> None:
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, worker: bool = True,
           max_jobs: int = 1, share: bool = False) -> int:
-    from workbench.app import CSS, build_app
+    from workbench.app import CSS, HEAD, build_app
 
     demo = build_app(settings)
     with session_scope(settings.db_url) as s:
@@ -78,7 +78,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, worker:
         demo.launch(server_name=host, server_port=port, share=share,
                     auth=make_auth(settings) if has_users else None,
                     auth_message="Hala Workbench — sign in with your workbench account.",
-                    prevent_thread_lock=True, show_error=True, quiet=True, css=CSS,
+                    prevent_thread_lock=True, show_error=True, quiet=True, css=CSS, head=HEAD,
                     allowed_paths=[str(settings.home)])
     except OSError as e:
         raise ValueError(f"cannot serve on {host}:{port}: {e}. Is another workbench running? "
