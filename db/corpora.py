@@ -328,9 +328,9 @@ def set_thresholds(url: str, corpus: str, thresholds: dict[str, Any]) -> dict[st
         if updates:
             from sqlalchemy import bindparam
 
-            s.execute(update(Translation).where(Translation.id == bindparam("tid"))
-                      .values(flags=bindparam("flags"), passed=bindparam("passed"))
-                      .execution_options(synchronize_session=False), updates)
+            t = Translation.__table__
+            s.connection().execute(update(t).where(t.c.id == bindparam("tid"))
+                                   .values(flags=bindparam("flags"), passed=bindparam("passed")), updates)
             changed = len(updates)
     return {"translations": total, "changed": changed}
 

@@ -7,7 +7,20 @@ import secrets
 import gradio as gr
 
 from hala_core.settings import Settings
-from workbench.tabs import artifacts, chat, evaluate, home, leaderboard, merge, quantize, review, runs, users
+from workbench.tabs import (
+    artifacts,
+    chat,
+    corpus,
+    evaluate,
+    home,
+    leaderboard,
+    merge,
+    quantize,
+    review,
+    runs,
+    translate,
+    users,
+)
 
 HEAD = review.SHORTCUTS_JS  # page-wide <head> additions: the Review tab's keyboard shortcuts
 
@@ -34,6 +47,8 @@ CSS = """
 .bubble.user { align-self: flex-end; background: #ccfbf1; }
 .bubble.assistant { align-self: flex-start; background: #f3f4f6; }
 .bidi-input textarea { unicode-bidi: plaintext; }
+.hala-preview { table-layout: auto; }
+.hala-preview td { max-width: 32em; overflow-wrap: anywhere; }
 .review-source { border: 1px solid #e5e7eb; border-radius: 8px; padding: 10px; min-height: 120px; font-size: 1.05em; }
 .review-source[dir="rtl"] { direction: rtl; text-align: right; }
 .review-source[dir="ltr"] { direction: ltr; text-align: left; }
@@ -60,6 +75,10 @@ def build_app(settings: Settings) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Home", id="home"):
                 home.build(demo, settings)
+            with gr.Tab("Corpus", id="corpus") as corpus_tab:
+                corpus.build(demo, settings, corpus_tab)
+            with gr.Tab("Translate", id="translate") as translate_tab:
+                translate.build(demo, settings, translate_tab)
             with gr.Tab("Review", id="review") as review_tab:
                 review.build(demo, settings, review_tab, secret)
             with gr.Tab("Merge", id="merge") as merge_tab:

@@ -58,7 +58,10 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
     with gr.Row():
         build_btn = gr.Button("Build demo models (random weights, offline)", variant="primary",
                               elem_id="build-demo-models")
+        samples_btn = gr.Button("Import the sample data (Alpaca 500 + NTREX 200 as corpora)",
+                                visible=settings.data_dir is not None, elem_id="home-import-samples")
     progress = gr.HTML(latest_demo_job(settings), elem_id="demo-progress")
+    samples_msg = gr.Markdown(elem_id="home-samples-message")
 
     def on_build(request: gr.Request) -> str:
         who = require(settings, request, LAUNCH_ROLES, "building demo models")
@@ -68,7 +71,14 @@ def build(demo: gr.Blocks, settings: Settings) -> None:
         gr.Info(f"queued job {job_id}: building the demo models")
         return progress_html("queued", 0, 0, f"job {job_id}")
 
+    def on_samples(request: gr.Request) -> str:
+        from workbench.tabs.corpus import sample_action
+
+        who = require(settings, request, LAUNCH_ROLES, "importing the sample data")
+        return sample_action(settings, who.name)
+
     build_btn.click(on_build, outputs=progress, api_name="build_demo_models")
+    samples_btn.click(on_samples, outputs=samples_msg, api_visibility="private")
     timer = gr.Timer(2.0)
     timer.tick(lambda: (status_markdown(settings), latest_demo_job(settings)), outputs=[status, progress],
                api_visibility="private", show_progress="hidden")

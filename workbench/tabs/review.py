@@ -169,7 +169,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab, secret: str) -> None
                 "annotators never get the same one; a save made after someone else's is refused, never lost.")
     with gr.Row():
         run_dd = gr.Dropdown(_run_choices(settings), label="translation (corpus / name)", elem_id="review-run",
-                             scale=3)
+                             scale=3, allow_custom_value=True)  # translations made after the page was built
         mode = gr.Radio(MODE_CHOICES, value="next", label="queue", elem_id="review-mode", scale=3)
         refresh = gr.Button("↻", scale=0, elem_id="review-refresh")
     progress = gr.HTML(elem_id="review-progress")
@@ -208,6 +208,15 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab, secret: str) -> None
         except ValueError as e:
             raise gr.Error(str(e)) from None
         return (*out, _recent(settings, run_key, who.name))
+
+    def on_show(run_key: str | None, mode_v: str, request: gr.Request):  # noqa: ANN202
+        """On load / tab select: the caller's segment, quietly nothing when there is no translation yet."""
+        if not run_key:
+            return (*_empty("No translation to review yet: translate a corpus in the Translate tab."), [])
+        try:
+            return on_next(run_key, mode_v, request)
+        except gr.Error as e:
+            return (*_empty(esc(e.message)), [])
 
     def make_save(action: str):  # noqa: ANN202
         def on_save(run_key: str | None, mode_v: str, tid: float | None, ver: float | None, text: str | None,
@@ -254,12 +263,12 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab, secret: str) -> None
     for comp in (run_dd, mode):
         comp.input(on_choose, [run_dd, mode], [*item_outputs, recent, remembered], api_visibility="private")
     refresh.click(on_restore, [remembered], [run_dd, mode], api_visibility="private").then(
-        on_next, [run_dd, mode], [*item_outputs, recent], api_visibility="private")
+        on_show, [run_dd, mode], [*item_outputs, recent], api_visibility="private")
     stats_btn.click(on_stats, [run_dd], stats, api_visibility="private")
     # a reload (or opening the tab) restores the translation and mode, then shows the caller's claimed segment
     for trigger in (demo.load, tab.select):
         trigger(on_restore, [remembered], [run_dd, mode], api_visibility="private").then(
-            on_next, [run_dd, mode], [*item_outputs, recent], api_visibility="private").then(
+            on_show, [run_dd, mode], [*item_outputs, recent], api_visibility="private").then(
             on_stats, [run_dd], stats, api_visibility="private")
 
 
