@@ -5,7 +5,8 @@
     baseline: a bare ``SELECT 1`` transaction through the same ``session_scope``, and a primary-key fetch;
 (b) over HTTP against a real ``hala workbench``: 8 annotator accounts (concurrent clients, one thread and one
     logged-in session each) looping ``review_next`` → ``review_accept`` through ``/gradio_api/call/<api_name>``;
-    baseline: the same clients calling a trivial endpoint (``GET /gradio_api/info``, behind the same login).
+    baseline: the same clients making the same queue round trip to a trivial handler (``cancel_job``, which
+    refuses an annotator after one role read); ``GET /gradio_api/info`` (no queue) is shown too.
     It also reports whether any segment was handed to two clients (must be 0) and how many saves conflicted.
 
 The corpus is synthetic (4 segments a row; 20% of the translations already reviewed, 5% in the double-annotation
@@ -136,30 +137,35 @@ def build(url: str, n_segments: int) -> tuple[int, str]:
 
 # --------------------------------------------------------------------------- (a) in process
 
-def in_process(url: str, run_id: int, n_ops: int) -> None:
+def in_process(settings: Any, run_id: int, run_key: str, n_ops: int, budget_s: float) -> None:
     from sqlalchemy import select, text
 
     from db import review
     from db.models import Translation
     from db.session import read_scope, session_scope
+    from workbench.tabs import review as tab
 
+    url = settings.db_url
     with read_scope(url) as s:
         max_id = s.scalar(select(Translation.id).order_by(Translation.id.desc()).limit(1))
         min_id = s.scalar(select(Translation.id).order_by(Translation.id).limit(1))
 
     def timed(fn, n: int) -> list[float]:  # noqa: ANN001
-        out = []
-        for _ in range(n):
+        out: list[float] = []
+        stop_at = time.monotonic() + budget_s
+        for k in range(n):
             t0 = time.perf_counter()
-            fn()
+            fn(k)
             out.append(time.perf_counter() - t0)
+            if time.monotonic() > stop_at:
+                break
         return out
 
-    def select_one() -> None:
+    def select_one(_k: int) -> None:
         with session_scope(url) as s:
             s.execute(text("SELECT 1"))
 
-    def pk_fetch() -> None:
+    def pk_fetch(_k: int) -> None:
         with session_scope(url) as s:
             s.get(Translation, random.randint(min_id, max_id))
 
@@ -173,7 +179,8 @@ def in_process(url: str, run_id: int, n_ops: int) -> None:
     items: list[float] = []
     saves: list[float] = []
     users = [f"annotator{i}" for i in range(8)]
-    for k in range(n_ops):
+    stop_at = time.monotonic() + 3 * budget_s
+    for k in range(n_ops):  # claim → show → save, as one annotator after another does it
         user = users[k % len(users)]
         t0 = time.perf_counter()
         with session_scope(url) as s:
@@ -188,32 +195,49 @@ def in_process(url: str, run_id: int, n_ops: int) -> None:
             review.save(s, tid, user, "accept" if k % 5 else "edit", it["version"],
                         text=None if k % 5 else it["text"] + " (مراجع)")
         saves.append(time.perf_counter() - t0)
+        if time.monotonic() > stop_at:
+            break
 
     other: dict[str, list[float]] = {}
     for mode in ("flagged", "random", "second"):
-        ts = []
-        for k in range(min(n_ops, 200)):
+        def claim_save(k: int, mode: str = mode) -> None:
             user = users[k % len(users)]
-            t0 = time.perf_counter()
             with session_scope(url) as s:
                 tid = review.claim_next(s, run_id, user, mode)
-            ts.append(time.perf_counter() - t0)
             if tid is not None:
                 with session_scope(url) as s:
-                    v = s.get(Translation, tid).version
-                    review.save(s, tid, user, "accept", v, second=mode == "second")
-        other[mode] = ts
+                    review.save(s, tid, user, "accept", s.get(Translation, tid).version, second=mode == "second")
 
-    def progress() -> None:
+        other[mode] = timed(claim_save, min(n_ops, 200))
+
+    def progress(_k: int) -> None:
         with read_scope(url) as s:
             review.progress(s, run_id)
 
-    def hist() -> None:
+    def hist(_k: int) -> None:
         with read_scope(url) as s:
             review.history(s, random.randint(min_id, min_id + 1000))
 
     histories = timed(hist, min(n_ops, 200))
-    progresses = timed(progress, 10)
+    progresses = timed(progress, 20)
+
+    # The Review tab's own handlers (what one HTTP call runs, minus Gradio): next = claim + render + recent,
+    # accept = save + claim + render + recent.
+    nexts: list[float] = []
+    accepts: list[float] = []
+    stop_at = time.monotonic() + budget_s
+    for k in range(min(n_ops, 200)):
+        user = users[k % len(users)]
+        t0 = time.perf_counter()
+        out = tab.next_item(settings, run_key, "next", user)
+        tab._recent(settings, run_key, user)
+        nexts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        tab.save_and_next(settings, "accept", run_key, "next", out[0], out[1], None, "", user)
+        tab._recent(settings, run_key, user)
+        accepts.append(time.perf_counter() - t0)
+        if time.monotonic() > stop_at:
+            break
 
     print("\n(a) in process, one session per call (as the Review tab makes them)")
     print(summary("baseline: SELECT 1 in session_scope", base1))
@@ -221,10 +245,12 @@ def in_process(url: str, run_id: int, n_ops: int) -> None:
     print(summary("claim_next (mode next)", claims, b50))
     print(summary("save (accept / edit)", saves, b50))
     for mode, ts in other.items():
-        print(summary(f"claim_next (mode {mode})", ts, b50))
+        print(summary(f"claim+save (mode {mode})", ts, b50))
     print(summary("item (read_scope)", items, b50))
     print(summary("history (read_scope)", histories, b50))
     print(summary("progress (read_scope)", progresses, b50))
+    print(summary("tab handler: next (claim+render)", nexts, b50))
+    print(summary("tab handler: accept (save+next)", accepts, b50))
     ok = pct(claims, .95) <= 0.020 and pct(saves, .95) <= 0.020
     print(f"goal p95 <= 20 ms for claim_next and save: {'met' if ok else 'MISSED'} "
           f"(claim p95 {pct(claims, .95) * 1000:.1f} ms, save p95 {pct(saves, .95) * 1000:.1f} ms)")
@@ -296,17 +322,28 @@ def over_http(settings: Any, run_key: str, n_clients: int, seconds: float) -> No
             sess.get(url + "/gradio_api/info", timeout=30).raise_for_status()
 
         lock = threading.Lock()
-        times: dict[str, list[float]] = {"info": [], "review_next": [], "review_accept": []}
+        times: dict[str, list[float]] = {"info": [], "queue": [], "review_next": [], "review_accept": []}
         handed: dict[int, set[str]] = {}
         errors: list[str] = []
         conflicts = [0]
 
-        def baseline(sess: requests.Session, stop_at: float) -> None:
+        def info(_name: str, sess: requests.Session, stop_at: float) -> None:
             while time.monotonic() < stop_at:
                 t = time.perf_counter()
                 sess.get(url + "/gradio_api/info", timeout=60).raise_for_status()
                 with lock:
                     times["info"].append(time.perf_counter() - t)
+
+        def queue(_name: str, sess: requests.Session, stop_at: float) -> None:
+            # the same POST + server-sent-events round trip through Gradio's queue, with a handler that only
+            # reads the caller's role (one read_scope) and refuses: cancel_job is not an annotator's action
+            while time.monotonic() < stop_at:
+                t = time.perf_counter()
+                event, _ = call(sess, "cancel_job", [None])
+                with lock:
+                    times["queue"].append(time.perf_counter() - t)
+                    if event != "error":
+                        errors.append(f"cancel_job answered {event}, expected a refusal")
 
         def annotate(name: str, sess: requests.Session, stop_at: float) -> None:
             while time.monotonic() < stop_at:
@@ -337,20 +374,22 @@ def over_http(settings: Any, run_key: str, n_clients: int, seconds: float) -> No
                     if out[0] is not None:
                         handed.setdefault(int(out[0]), set()).add(name)
 
-        for target in (baseline, annotate):
-            stop_at = time.monotonic() + seconds
-            args = [(sess, stop_at) if target is baseline else (name, sess, stop_at)
-                    for name, sess in zip(users, sessions, strict=True)]
-            threads = [threading.Thread(target=target, args=a) for a in args]
+        for target, secs in ((info, min(seconds, 10.0)), (queue, min(seconds, 10.0)), (annotate, seconds)):
+            stop_at = time.monotonic() + secs
+            threads = [threading.Thread(target=target, args=(name, sess, stop_at))
+                       for name, sess in zip(users, sessions, strict=True)]
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
 
-        b50 = pct(times["info"], .5)
-        print(summary("baseline: GET /gradio_api/info", times["info"]))
+        b50 = pct(times["queue"], .5)
+        print(summary("GET /gradio_api/info (no queue)", times["info"]))
+        print(summary("baseline: queue round trip", times["queue"]))
         print(summary("review_next (claim + render)", times["review_next"], b50))
         print(summary("review_accept (save + next)", times["review_accept"], b50))
+        calls = len(times["review_next"]) + len(times["review_accept"])
+        print(f"review calls: {calls} in {seconds:.0f} s ({calls / seconds:.1f}/s over {n_clients} clients)")
         shared = sum(1 for names in handed.values() if len(names) > 1)
         print(f"segments handed out: {len(handed)}; handed to two clients: {shared} (must be 0); "
               f"conflicts: {conflicts[0]}; errors: {len(errors)}")
@@ -380,6 +419,8 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=2000, help="claim/save operations measured in process")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--http-seconds", type=float, default=30.0, help="how long the clients loop (each phase)")
+    ap.add_argument("--budget-s", type=float, default=60.0,
+                    help="stop a measured series after this many seconds (3x for the claim/save loop)")
     ap.add_argument("--skip-http", action="store_true")
     args = ap.parse_args()
 
@@ -396,7 +437,9 @@ def main() -> None:
     print(f"workspace {home}: {args.segments:,} segments and translations "
           f"({int(args.segments * REVIEWED_SHARE):,} already reviewed) built in {time.perf_counter() - t0:.1f} s; "
           f"hala.db {size:,.0f} MB; load average {os.getloadavg()[0]:.2f}")
-    in_process(settings.db_url, run_id, args.ops)
+    t0 = time.perf_counter()
+    in_process(settings, run_id, run_key, args.ops, args.budget_s)
+    print(f"(in-process part: {time.perf_counter() - t0:.0f} s)")
     if not args.skip_http:
         over_http(settings, run_key, args.clients, args.http_seconds)
 

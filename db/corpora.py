@@ -126,8 +126,12 @@ def list_corpora(s: Session) -> list[dict[str, Any]]:
     out = []
     for c in s.scalars(select(Corpus).order_by(Corpus.id.desc())):
         runs = list(s.scalars(select(TranslationRun.name).where(TranslationRun.corpus_id == c.id)))
-        out.append({**corpus_stats(c), "translations": ", ".join(runs), "created": c.created_at.strftime(
-            "%Y-%m-%d %H:%M")})
+        translated, reviewed = s.execute(
+            select(func.count(Translation.id), func.count(Translation.reviewed_by))
+            .join(TranslationRun, TranslationRun.id == Translation.run_id)
+            .where(TranslationRun.corpus_id == c.id)).one()
+        out.append({**corpus_stats(c), "translations": ", ".join(runs), "translated": int(translated or 0),
+                    "reviewed": int(reviewed or 0), "created": c.created_at.strftime("%Y-%m-%d %H:%M")})
     return out
 
 
@@ -290,6 +294,18 @@ class CorpusStore:
             if scores:
                 run.scores = dict(scores)
             run.updated_at = utcnow()
+
+
+def run_status(s: Session, run: TranslationRun) -> str:
+    """The run's state as a reader needs it: a "running" run whose job is gone was stopped, and can resume."""
+    from db.models import ACTIVE_STATES, Job
+
+    if run.status != "running" or run.job_id is None:
+        return run.status
+    job = s.get(Job, run.job_id)
+    if job is None or job.status in ACTIVE_STATES or job.status == "queued":
+        return run.status
+    return f"stopped (job {job.id} {job.status}; retry it to resume)"
 
 
 def _insert_ignore(s: Session, table: Any) -> Any:

@@ -66,10 +66,9 @@ def claim_next(s: Session, run_id: int, user: str, mode: str = "next", lease_s: 
     if mode not in MODES:
         raise ValueError(f"unknown queue mode {mode!r}; modes: {', '.join(MODES)}")
     now = utcnow()
-    held = s.scalar(select(Translation.id).where(
-        Translation.run_id == run_id, Translation.claimed_by == user, Translation.claim_expires >= now,
-        Translation.status == "unreviewed" if mode != "second" else Translation.second_status.is_(None))
-        .order_by(Translation.id).limit(1))
+    # the segment this annotator already holds (a reload, a second tab) comes back first, if it fits the queue
+    held = s.scalar(_candidate(run_id, user, "second" if mode == "second" else "next", now)
+                    .where(Translation.claimed_by == user, Translation.claim_expires >= now).limit(1))
     picks = [mode] + (["next"] if mode == "flagged" else [])
     for m in picks:
         if held is not None:
@@ -81,7 +80,12 @@ def claim_next(s: Session, run_id: int, user: str, mode: str = "next", lease_s: 
                 .returning(Translation.id).execution_options(synchronize_session=False))
         row = s.execute(stmt).first()
         if row:
-            return int(row[0])
+            tid = int(row[0])
+            # one annotator holds one segment per translation: switching queues frees the one left behind
+            s.execute(update(Translation).where(Translation.run_id == run_id, Translation.claimed_by == user,
+                                                Translation.id != tid)
+                      .values(claimed_by=None, claim_expires=None).execution_options(synchronize_session=False))
+            return tid
         held = None
     return None
 

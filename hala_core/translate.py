@@ -66,9 +66,9 @@ def translate_items(engine: Any, batch: list[Any], spec: TranslateSpec, threshol
             continue
         text, missing = restore(clean_output(outputs[p.id], spec.template), p.spans)
         scores = filters.score(source, text, target_lang)
-        flags = filters.flags(scores, thresholds)
-        if missing and "lost_protected" not in flags:
-            flags.append("lost_protected")
+        if missing:  # a marker the translator dropped: the span it stood for is lost
+            scores["preserved"] = 0.0
+        flags = filters.flags(scores, thresholds)  # flags follow from the stored scores alone (re-flagging)
         items.append({"segment_id": p.id, "text": text, "n_tokens": n_tokens[p.id], "scores": scores,
                       "flags": flags})
     return items

@@ -115,7 +115,8 @@ def export(settings: Settings, corpus: str, *, translation: str | None = None, f
     with read_scope(settings.db_url) as s:
         c = get_corpus(s, corpus)
         run = get_run(s, corpus, translation)
-        name = check_name(name or f"{corpus}-{run.name}-{'sft' if kind == 'sft' else 'pairs'}", "dataset name")
+        default = f"{corpus}-{run.name}-{kind}" + ("" if fmt == "jsonl" else f"-{fmt}")
+        name = check_name(name or default, "dataset name")
         suffix = {"jsonl": ".jsonl", "parquet": ".parquet", "hf": ""}[fmt]
         folder = settings.datasets_dir / name
         path = Path(out).expanduser().resolve() if out else (folder if fmt == "hf" else folder / f"{name}{suffix}")

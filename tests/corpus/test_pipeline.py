@@ -305,10 +305,6 @@ class _SilentEngine:
         return [self.out] * len(prompts)
 
 
-@pytest.mark.xfail(strict=True, reason="hala_core/translate.py:70-71 (translate_items) appends 'lost_protected' "
-                   "whenever restore() reports a missing marker, ignoring filters.flags()' rules (an empty output "
-                   "gets only 'empty') and thresholds.check_preserved=False; the stored flags then differ from "
-                   "what db.corpora.set_thresholds recomputes from the same scores")
 def test_the_flags_a_job_stores_are_the_flags_its_thresholds_give():
     from hala_core import filters
     from hala_core.segment import protect

@@ -233,9 +233,6 @@ def test_double_annotation_second_opinions_and_agreement(small_double):
     assert prog["double_total"] == 6 and prog["double_done"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="db/review.py:69-71 claim_next(mode='second') returns the user's live claim "
-                   "on an unreviewed item (the held-claim query checks only second_status IS NULL, not "
-                   "status IN REVIEWED_STATES / double / reviewed_by != user)")
 def test_second_mode_does_not_hand_back_an_unreviewed_claim(small_double):
     """A live claim taken in "next" mode is an unreviewed item: "second" mode must not return it as a second
     opinion (it would record a second opinion on an item nobody reviewed first)."""

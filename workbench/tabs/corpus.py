@@ -32,7 +32,8 @@ from workbench.ui import esc, kv_table
 SAMPLES = (("alpaca-sample", "alpaca_5000/alpaca_5000.json", 500),
            ("ntrex-sample", "ntrex128_en_ar", 200))
 CORPUS_COLUMNS = ["corpus", "format", "language", "rows", "segments", "characters", "tokens", "duplicates skipped",
-                  "records skipped", "references", "licence", "translations", "created", "source"]
+                  "records skipped", "references", "licence", "translations", "translated", "reviewed", "created",
+                  "source"]
 HISTOGRAMS = (("script_share", "script share (target script)"), ("length_ratio", "length ratio (output / source)"),
               ("repetition", "repetition"))
 INCLUDE_CHOICES = [("reviewed only (accepted or edited)", "reviewed"),

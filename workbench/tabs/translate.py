@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sqlalchemy import case, func, select
 
-from db.corpora import list_corpora
+from db.corpora import list_corpora, run_status
 from db.models import Corpus, Job, Translation, TranslationRun
 from db.queries import job_metrics
 from db.session import read_scope
@@ -81,7 +81,7 @@ def runs_frame(settings: Settings, corpus: str | None) -> pd.DataFrame:
                 n, flagged, reviewed = counts.get(run.id, (0, 0, 0))
                 sc = run.scores or {}
                 chrf, bleu = sc.get("chrf++"), sc.get("bleu")
-                rows.append([run.name, run.model_ref, run.direction, run.template, run.status,
+                rows.append([run.name, run.model_ref, run.direction, run.template, run_status(s, run),
                              f"{n:,} / {run.n_total:,}", round(chrf, 2) if chrf is not None else "–",
                              round(bleu, 2) if bleu is not None else "–",
                              round(100 * flagged / n, 1) if n else "–", reviewed,
