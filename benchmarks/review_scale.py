@@ -419,7 +419,7 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=2000, help="claim/save operations measured in process")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--http-seconds", type=float, default=30.0, help="how long the clients loop (each phase)")
-    ap.add_argument("--budget-s", type=float, default=60.0,
+    ap.add_argument("--budget-s", type=float, default=30.0,
                     help="stop a measured series after this many seconds (3x for the claim/save loop)")
     ap.add_argument("--skip-http", action="store_true")
     args = ap.parse_args()

@@ -307,7 +307,8 @@ class Translation(Base):
                       Index("ix_translations_queue", "run_id", "status", "id"),
                       Index("ix_translations_flagged", "run_id", "status", "passed", "id"),
                       Index("ix_translations_random", "run_id", "status", "order_key"),
-                      Index("ix_translations_second", "run_id", "double", "second_status"))
+                      Index("ix_translations_second", "run_id", "double", "second_status"),
+                      Index("ix_translations_claimed", "claimed_by", "run_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("translation_runs.id", ondelete="CASCADE"))

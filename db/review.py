@@ -67,8 +67,17 @@ def claim_next(s: Session, run_id: int, user: str, mode: str = "next", lease_s: 
         raise ValueError(f"unknown queue mode {mode!r}; modes: {', '.join(MODES)}")
     now = utcnow()
     # the segment this annotator already holds (a reload, a second tab) comes back first, if it fits the queue
-    held = s.scalar(_candidate(run_id, user, "second" if mode == "second" else "next", now)
-                    .where(Translation.claimed_by == user, Translation.claim_expires >= now).limit(1))
+    held = None
+    for tid, status, double, second_status, reviewed_by in s.execute(
+            select(Translation.id, Translation.status, Translation.double, Translation.second_status,
+                   Translation.reviewed_by)
+            .where(Translation.claimed_by == user, Translation.run_id == run_id, Translation.claim_expires >= now)
+            .order_by(Translation.id)):
+        fits = (double and status in REVIEWED_STATES and second_status is None and reviewed_by != user
+                if mode == "second" else status == "unreviewed")
+        if fits:
+            held = tid
+            break
     picks = [mode] + (["next"] if mode == "flagged" else [])
     for m in picks:
         if held is not None:

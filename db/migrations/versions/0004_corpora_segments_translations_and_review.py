@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-27 07:04:59.850721
+Create Date: 2026-11-27 07:29:22.983189
 
 """
 from typing import Sequence, Union
@@ -139,6 +139,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('run_id', 'segment_id', name='uq_translations_run_segment')
     )
     with op.batch_alter_table('translations', schema=None) as batch_op:
+        batch_op.create_index('ix_translations_claimed', ['claimed_by', 'run_id'], unique=False)
         batch_op.create_index('ix_translations_flagged', ['run_id', 'status', 'passed', 'id'], unique=False)
         batch_op.create_index('ix_translations_queue', ['run_id', 'status', 'id'], unique=False)
         batch_op.create_index('ix_translations_random', ['run_id', 'status', 'order_key'], unique=False)
@@ -179,6 +180,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_translations_random')
         batch_op.drop_index('ix_translations_queue')
         batch_op.drop_index('ix_translations_flagged')
+        batch_op.drop_index('ix_translations_claimed')
 
     op.drop_table('translations')
     with op.batch_alter_table('segments', schema=None) as batch_op:
