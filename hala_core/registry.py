@@ -13,6 +13,7 @@ STEPS: dict[str, str] = {
     "quantize": "hala_core.quantize:quantize_step",
     "eval": "hala_core.evaluate:evaluate_step",
     "translate": "hala_core.translate:translate_step",
+    "train": "hala_core.train:train_step",
 }
 
 

@@ -228,13 +228,103 @@ class TranslateSpec(BaseSpec):
                 "repetition_penalty": self.repetition_penalty}
 
 
-AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec | EvalSpec | TranslateSpec,
+TRAIN_PRESETS = ("translator", "sft")
+
+
+class LoraSpec(BaseSpec):
+    """LoRA adapters (peft): rank, scaling, dropout and which modules get them."""
+
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1, le=4096)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = ("all-linear",)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        v = tuple(x.strip() for x in v if x and x.strip())
+        if not v:
+            raise ValueError("give at least one target module (e.g. all-linear, or q_proj, v_proj)")
+        return v
+
+
+class TrainData(BaseSpec):
+    """One training dataset (artifact name or file/folder) and its share in the mix."""
+
+    dataset: str = Field(..., min_length=1)
+    weight: float = Field(1.0, gt=0.0, le=1000.0)
+
+
+class TrainSpec(BaseSpec):
+    """Supervised fine-tuning with TRL's ``SFTTrainer``: the translator preset (bilingual pairs in the Hala
+    translator template) or instruction SFT (conversations in ``messages`` format), full or LoRA.
+
+    The named fields are the SFTConfig fields people turn; ``advanced`` takes any other SFTConfig field, checked
+    against TRL's own ``SFTConfig`` before the job is queued. ``resume_from`` continues from a checkpoint.
+    """
+
+    kind: Literal["train"] = "train"
+    preset: Literal["translator", "sft"] = "sft"
+    base_model: str = Field(..., min_length=1, description="artifact name, path or hub id")
+    datasets: tuple[TrainData, ...] = Field(..., min_length=1)
+    eval_split: float = Field(0.05, ge=0.0, le=0.5, description="share of the mix held out for eval loss")
+    method: Literal["full", "lora"] = "full"
+    lora: LoraSpec = LoraSpec()
+    merge_lora: bool = Field(True, description="LoRA: save the final model with the adapters merged in")
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
+    num_train_epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    max_steps: int = Field(-1, ge=-1, description="> 0 overrides the epochs")
+    per_device_train_batch_size: int = Field(8, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096)
+    max_length: int = Field(1024, ge=8, le=262_144)
+    packing: bool = False
+    warmup_steps: float = Field(0.03, ge=0.0, description="< 1: a share of the total steps; ≥ 1: steps")
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.0, ge=0.0, le=10.0)
+    assistant_only_loss: bool = Field(False, description="sft: loss on assistant turns only")
+    save_steps: int = Field(500, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="default: logging_steps × 5")
+    logging_steps: int = Field(10, ge=1)
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    advanced: dict[str, Any] = Field(default_factory=dict, description="other SFTConfig fields")
+    num_processes: int = Field(1, ge=1, le=1024, description="> 1: accelerate launch (DDP or FSDP) on GPUs")
+    gpus: str | None = Field(None, description="CUDA_VISIBLE_DEVICES for the run, e.g. 0,1,2,3")
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    resume_from: str | None = Field(None, description="checkpoint artifact name or folder to continue from")
+    output: str
+    evaluate_after: tuple[str, ...] = Field((), description="benchmarks to evaluate the final model on")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        return [{"dataset": x} if isinstance(x, str) else x for x in (v or [])]
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v: str) -> str:
+        return check_name(v, "output name")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not re.fullmatch(r"\d+(,\d+)*", v.replace(" ", "")):
+            raise ValueError(f"gpus {v!r}: give GPU indices separated by commas, e.g. 0,1")
+        return v.replace(" ", "")
+
+
+AnySpec = Annotated[SleepSpec | DemoModelsSpec | MergeSpec | QuantizeSpec | EvalSpec | TranslateSpec | TrainSpec,
                     Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnySpec)
 
 SPEC_TYPES: dict[str, type[BaseSpec]] = {"sleep": SleepSpec, "demo_models": DemoModelsSpec, "merge": MergeSpec,
                                           "quantize": QuantizeSpec, "eval": EvalSpec,
-                                          "translate": TranslateSpec}
+                                          "translate": TranslateSpec, "train": TrainSpec}
 
 
 def _describe(err: ValidationError, kind: str) -> str:
