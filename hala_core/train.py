@@ -237,6 +237,63 @@ def check_lora_targets(model_path: Path, targets: tuple[str, ...]) -> None:
                              f"{', '.join(linear)} (or use all-linear)")
 
 
+def peek_columns(path: Path) -> list[str]:
+    """The columns of a training file or datasets folder, reading as little as possible."""
+    if path.is_dir():
+        return list(_load_one(path).column_names)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(str(path)).names)
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as fh:
+            head = fh.read(1 << 20).lstrip()
+        if head.startswith("["):
+            return list(_load_one(path).column_names)
+        first = head.splitlines()[0] if head else ""
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: the first line is not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: each line must be a JSON object")
+        return list(row)
+    raise ValueError(f"{path}: training data must be JSONL/JSON, Parquet or a datasets folder (save_to_disk)")
+
+
+def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any) -> None:
+    """What can be checked before queueing: model, data columns, SFTConfig fields, LoRA targets, checkpoint."""
+    from hala_core.evaluate import resolve_eval_model
+
+    base = resolve_eval_model(spec.base_model, resolve_model, purpose="training")
+    check_advanced(spec.advanced)
+    fmts = {}
+    for d in spec.datasets:
+        path = Path(resolve_dataset(d.dataset)[0])
+
+        class _Cols:  # data_format wants something with column_names
+            column_names = peek_columns(path)
+
+        fmts[d.dataset] = data_format(_Cols, d.dataset, spec.preset)
+    if len(set(fmts.values())) > 1:
+        raise ValueError("the datasets mix formats (" + ", ".join(f"{n}: {f}" for n, f in fmts.items())
+                         + "); mix datasets of one format")
+    if spec.method == "lora":
+        check_lora_targets(base.path, spec.lora.target_modules)
+    if spec.precision in ("bf16", "fp16") and spec.num_processes == 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"precision {spec.precision} needs a GPU and there is none here: use auto or fp32")
+    if spec.resume_from:
+        resolved = resolve_model(spec.resume_from)
+        path = Path(resolved.path) if resolved.path else Path(spec.resume_from)
+        if not (path / "trainer_state.json").is_file():
+            raise ValueError(f"resume_from {spec.resume_from!r} is not a training checkpoint (no "
+                             f"trainer_state.json in {path})")
+
+
 # --------------------------------------------------------------------------- the step
 
 class _Reporter:
@@ -265,7 +322,17 @@ class _Reporter:
                     reporter.ctx.progress(state.global_step, state.max_steps,
                                           f"step {state.global_step}/{state.max_steps}"
                                           + (f" · loss {loss:.4f}" if loss is not None else ""))
-                if reporter.ctx.should_stop() and not reporter.stopped:
+                stop = reporter.ctx.should_stop()
+                import torch.distributed as dist
+
+                if dist.is_available() and dist.is_initialized():  # every rank stops at the same step
+                    import torch
+
+                    flag = torch.tensor([1.0 if stop else 0.0],
+                                        device="cuda" if torch.cuda.is_available() else "cpu")
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    stop = bool(flag.item())
+                if stop and not reporter.stopped:
                     reporter.stopped = True
                     control.should_save = True
                     control.should_training_stop = True
@@ -434,6 +501,48 @@ def train_step(spec: TrainSpec, ctx: RunContext) -> None:
         meta = {"base_model": spec.base_model, "preset": spec.preset, "method": spec.method, "merged": merged,
                 "adapter": spec.method == "lora" and not merged, "train_job": ctx.job_id, **metrics}
         art = ctx.add_artifact("model", spec.output, final, meta, inputs=inputs)
+        import os
+
         ctx.set_result({**metrics, "model": spec.output, "artifact_id": art, "data": data,
+                        "launch": os.environ.get("HALA_LAUNCH_COMMAND", "one process"),
                         "checkpoints": [f"{spec.output}-step{s}" for s, _, _ in reporter.checkpoints]})
     ctx.log(f"done: {step} steps in {elapsed:.1f} s; model {spec.output} → {final}")
+
+
+# --------------------------------------------------------------------------- several GPUs
+
+def distributed_command(spec: TrainSpec, job_id: int, gpus_visible: int) -> tuple[list[str] | None, dict[str, str],
+                                                                                   str]:
+    """The ``accelerate launch`` line for a multi-process run: (argv or None, extra env, a note for the log).
+
+    None when one process will do: ``num_processes`` 1, or no GPU here (then the run goes on as one process on
+    the CPU, and the note says so)."""
+    import socket
+    import sys
+
+    n = spec.num_processes
+    if n <= 1:
+        return None, {}, "one process"
+    if gpus_visible == 0:
+        return None, {}, (f"num_processes {n} asked for, but no GPU is visible here: training as one process on "
+                          "the CPU")
+    wanted = len(spec.gpus.split(",")) if spec.gpus else gpus_visible
+    if n > wanted:
+        raise ValueError(f"num_processes {n} is more than the GPUs available to the run ({wanted}"
+                         f"{' in gpus=' + spec.gpus if spec.gpus else ' visible'}); one process per GPU")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1",
+           "--main_process_port", str(port), "--mixed_precision", "bf16" if spec.precision in ("auto", "bf16")
+           else ("fp16" if spec.precision == "fp16" else "no")]
+    if spec.distributed == "fsdp":
+        cmd += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+                "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    else:
+        cmd += ["--multi_gpu"]
+    cmd += ["-m", "jobs.run_rank", str(job_id)]
+    env = {"HALA_RANK_CHILD": "1"}
+    if spec.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = spec.gpus
+    return cmd, env, " ".join(cmd)

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from db.artifacts import find_artifact
 from hala_core.settings import Settings
-from hala_core.specs import BaseSpec, EvalSpec, MergeSpec, QuantizeSpec, TranslateSpec, parse_spec
+from hala_core.specs import BaseSpec, EvalSpec, MergeSpec, QuantizeSpec, TrainSpec, TranslateSpec, parse_spec
 from jobs.resolve import resolve_dataset_ref, resolve_model_ref
 
 
@@ -56,4 +56,10 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
         check_translation(s, spec.corpus, spec.run_name(), model_ref=spec.model, direction=spec.direction,
                           template=spec.template, settings=spec.settings_key())
         resolve_eval_model(spec.model, lambda r: resolve_model_ref(s, settings, r), purpose="translation")
+    elif isinstance(spec, TrainSpec):
+        from hala_core.train import check_train
+
+        _check_output_free(s, settings, spec.output)
+        check_train(spec, lambda r: resolve_model_ref(s, settings, r),
+                    lambda r: resolve_dataset_ref(s, settings, r))
     return spec

@@ -88,6 +88,33 @@ def clone(s: Session, job_id: int, edits: dict[str, Any] | str | None = None, ow
     return enqueue(s, new_spec, owner=owner or old.owner, parent_id=old.id)
 
 
+def resume(s: Session, job_id: int, checkpoint: str | None = None, edits: dict[str, Any] | None = None,
+           owner: str | None = None) -> Job:
+    """Continue a finished training run from one of its checkpoints (default: its latest) as a new job linked
+    to the old one (``resume_of_id``), with optional spec edits such as more ``max_steps`` or epochs."""
+    from sqlalchemy import select
+
+    from db.models import Artifact
+
+    old = get_job(s, job_id)
+    if old.kind != "train":
+        raise ValueError(f"job {job_id} is a {old.kind} job; only train jobs resume from checkpoints "
+                         "(a stopped translation resumes with retry)")
+    if old.status not in FINAL_STATES:
+        raise ValueError(f"job {job_id} is {old.status}; stop it first, then resume")
+    points = [a for a in s.scalars(select(Artifact).where(Artifact.kind == "model", Artifact.job_id == job_id))
+              if (a.meta or {}).get("checkpoint")]
+    if checkpoint is None:
+        if not points:
+            raise ValueError(f"job {job_id} saved no checkpoint to resume from; retry it instead")
+        checkpoint = max(points, key=lambda a: (a.meta or {}).get("step", 0)).name
+    elif points and checkpoint not in {a.name for a in points}:
+        names = ", ".join(sorted(a.name for a in points))
+        raise ValueError(f"{checkpoint!r} is not a checkpoint of job {job_id}; its checkpoints: {names}")
+    spec = parse_spec({**old.spec, **(edits or {}), "resume_from": checkpoint})
+    return enqueue(s, spec, owner=owner or old.owner, parent_id=old.id, resume_of_id=old.id)
+
+
 def finish(s: Session, job_id: int, status: str, error: str | None = None, exit_code: int | None = None,
            only_if_active: bool = True) -> bool:
     """Move a job to a final state (only from claimed/running unless told otherwise)."""

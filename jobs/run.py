@@ -59,6 +59,34 @@ def _stop_status(url: str, job_id: int) -> str:
         return "cancelled" if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)) else "interrupted"
 
 
+def _launch_distributed(spec, ctx) -> bool:  # noqa: ANN001
+    """A train spec with ``num_processes`` > 1 on a GPU machine: run it through ``accelerate launch`` (one
+    ``jobs.run_rank`` process per GPU, DDP or FSDP) and wait. False when it runs here as one process."""
+    import subprocess
+
+    import torch
+
+    from hala_core.train import distributed_command
+
+    cmd, env, note = distributed_command(spec, ctx.job_id, torch.cuda.device_count())
+    if cmd is None:
+        if spec.num_processes > 1:
+            ctx.log(note)
+        return False
+    # resolve the references once here, so the ranks find artifacts instead of racing to register them
+    ctx.resolve_model(spec.base_model)
+    for d in spec.datasets:
+        ctx.resolve_dataset(d.dataset)
+    ctx.log(f"launch ({spec.num_processes} processes, {spec.distributed}"
+            f"{', CUDA_VISIBLE_DEVICES=' + spec.gpus if spec.gpus else ''}): {note}")
+    code = subprocess.call(cmd, env={**os.environ, **env, "HALA_LAUNCH_COMMAND": note})
+    if code == 75 or (code != 0 and ctx.should_stop()):
+        raise StopRequested("the training processes stopped; the last checkpoint is kept")
+    if code != 0:
+        raise RuntimeError(f"accelerate launch exited with status {code}; see the job log for the ranks' output")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].isdigit():
@@ -96,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         from hala_core.specs import parse_spec
 
         spec = parse_spec(spec_data)
-        load_step(kind)(spec, ctx)
+        if not (kind == "train" and _launch_distributed(spec, ctx)):
+            load_step(kind)(spec, ctx)
     except StopRequested as e:
         reason = ctx.stop_reason or "stop requested"
         status = _stop_status(url, job_id)

@@ -30,12 +30,17 @@ STALE_AFTER_S = 15.0  # a worker without a heartbeat for this long is taken for 
 CANCEL_GRACE_S = 10.0
 
 
+# How long a job may take to stop after SIGTERM before it is killed, per kind (training saves a checkpoint).
+STOP_GRACE_S = {"train": float(os.environ.get("HALA_TRAIN_STOP_GRACE_S", "600"))}
+
+
 @dataclass
 class _Running:
     job_id: int
     handle: str
     term_sent_at: float | None = None
     killed: bool = False
+    kind: str = ""
 
 
 @dataclass
@@ -179,7 +184,8 @@ class JobWorker:
         with session_scope(self._url) as s:
             s.execute(update(Job).where(Job.id == job_id).values(
                 executor_handle=handle, log_path=str(log_path), pid=int(handle.split(":")[0])))
-        self.running[job_id] = _Running(job_id, handle)
+            kind = s.scalar(select(Job.kind).where(Job.id == job_id)) or ""
+        self.running[job_id] = _Running(job_id, handle, kind=kind)
         log.info("job %d started (%s)", job_id, handle)
 
     def _follow_children(self) -> None:
@@ -215,7 +221,7 @@ class JobWorker:
             if r.term_sent_at is None:
                 r.term_sent_at = now
                 self.executor.signal(r.handle, signal.SIGTERM)
-            elif not r.killed and now - r.term_sent_at > self.config.cancel_grace_s:
+            elif not r.killed and now - r.term_sent_at > STOP_GRACE_S.get(r.kind, self.config.cancel_grace_s):
                 r.killed = True
                 self.executor.signal(r.handle, signal.SIGKILL)
 

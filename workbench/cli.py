@@ -146,6 +146,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                     raise ValueError(f"--set {item!r}: use key=value")
                 edits[key] = yaml.safe_load(value)
             print(f"queued job {queue.clone(s, args.id, edits, owner=args.owner).id} (clone of {args.id})")
+        elif args.jobs_cmd == "resume":
+            edits = {}
+            import yaml
+
+            for item in args.set or []:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--set {item!r}: use key=value")
+                edits[key] = yaml.safe_load(value)
+            job = queue.resume(s, args.id, args.checkpoint, edits, owner=args.owner)
+            print(f"queued job {job.id} (resumes {args.id} from {job.spec['resume_from']})")
         elif args.jobs_cmd == "logs":
 
             job = queue.get_job(s, args.id)
@@ -472,14 +483,16 @@ def build_parser() -> argparse.ArgumentParser:
     jl.add_argument("--status")
     jl.add_argument("--owner")
     jl.add_argument("--limit", type=int, default=50)
-    for name in ("show", "cancel", "logs", "retry", "clone"):
+    for name in ("show", "cancel", "logs", "retry", "clone", "resume"):
         jp = jsub.add_parser(name)
         jp.add_argument("id", type=int)
         if name == "logs":
             jp.add_argument("--tail", type=int, default=200)
             jp.add_argument("--follow", "-f", action="store_true")
-        if name == "clone":
+        if name in ("clone", "resume"):
             jp.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a spec field")
+        if name == "resume":
+            jp.add_argument("--checkpoint", default=None, help="checkpoint artifact (default: the run's latest)")
     for name, jp in jsub.choices.items():
         jp.add_argument("--json", action="store_true")
         if name != "list":
