@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -225,3 +226,32 @@ def pair_chrf(a: list[str], b: list[str]) -> float | None:
     from sacrebleu.metrics import CHRF
 
     return CHRF(word_order=2).corpus_score(list(b), [list(a)]).score
+
+
+# --------------------------------------------------------------------------- the summary chart
+
+HISTOGRAMS = (("script_share", "script share (target script)"), ("length_ratio", "length ratio (output / source)"),
+              ("repetition", "repetition"))
+
+
+def summary_figure(rows: list[dict[str, float]], counts: dict[str, int], th: FilterThresholds) -> Any:
+    """Histograms of the scores (thresholds dashed) and the flag counts, as one plotly figure."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[t for _, t in HISTOGRAMS] + ["flags (whole translation)"])
+    lines = {"script_share": [th.min_script_share], "length_ratio": [th.min_length_ratio, th.max_length_ratio],
+             "repetition": [th.max_repetition]}
+    for col, (key, title) in enumerate(HISTOGRAMS, start=1):
+        values = [r[key] for r in rows if key in r]
+        if key == "length_ratio":  # one runaway output would squash the rest
+            values = [min(v, 2 * th.max_length_ratio) for v in values]
+        fig.add_trace(go.Histogram(x=values, nbinsx=30, name=title, showlegend=False, marker_color="#0f766e"),
+                      row=1, col=col)
+        for x in lines[key]:
+            fig.add_vline(x=x, line_dash="dash", line_color="#b91c1c", row=1, col=col)
+    names = ["passed", *[f for f in FLAGS if counts.get(f)]]
+    fig.add_trace(go.Bar(x=names, y=[counts.get(n, 0) for n in names], showlegend=False,
+                         marker_color=["#0f766e" if n == "passed" else "#b45309" for n in names]), row=1, col=4)
+    fig.update_layout(height=320, margin=dict(l=30, r=10, t=40, b=40), bargap=0.05)
+    return fig

@@ -18,6 +18,9 @@ from hala_core.settings import Settings, resolve_inside
 from hala_core.specs import check_name
 
 PREVIEW_ROWS = 5
+# The sample corpora imported in one click: (name, path under the sample data folder, records).
+SAMPLES = (("alpaca-sample", "alpaca_5000/alpaca_5000.json", 500),
+           ("ntrex-sample", "ntrex128_en_ar", 200))
 
 
 def _source(settings: Settings, source: str, fmt: str | None) -> str:
@@ -150,3 +153,29 @@ def export(settings: Settings, corpus: str, *, translation: str | None = None, f
                                 inputs=info["inputs"], owner=owner)
     return {"dataset": name, "path": str(path), "card": str(card_path), "records": n, "counts": counts,
             "artifact_id": art.id, "format": fmt, "kind": kind}
+
+
+def import_sample_data(settings: Settings, owner: str | None) -> str:
+    """Import the sample corpora (Alpaca and NTREX) from the sample data folder, those not imported yet."""
+    if settings.data_dir is None:
+        raise ValueError("no sample data folder here (../shared/data); import a file instead")
+    lines = []
+    for name, rel, limit in SAMPLES:
+        src = settings.data_dir / rel
+        if not src.exists():
+            lines.append(f"- `{name}`: `{src}` is missing, skipped")
+            continue
+        with read_scope(settings.db_url) as s:
+            exists = s.query(Corpus.id).filter(Corpus.name == name).first() is not None
+        if not exists:
+            try:
+                st = import_file(settings, str(src), name, limit=limit, owner=owner)
+            except ValueError as e:
+                if "exists already" not in str(e):  # a second click racing the first one
+                    raise
+            else:
+                lines.append(f"- imported `{name}`: {st['rows']} rows, {st['segments']} segments, "
+                             f"licence {st['licence']}")
+                continue
+        lines.append(f"- `{name}` was imported already")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from db.session import dispose_engines, read_scope, session_scope
 from hala_core.settings import Settings, load_settings
 from tests.support.app_server import AppServer, add_user, make_workspace
 from tests.ui.test_browser import login, open_tab, wait_text
+from workbench import corpus_ops
 from workbench.bootstrap import open_workspace
 from workbench.tabs import corpus as corpus_tab
 from workbench.tabs import translate as translate_tab
@@ -107,9 +108,9 @@ def test_bad_mapping_and_missing_file_are_clear_errors(settings):
 
 @pytest.mark.skipif(load_settings().data_dir is None, reason="no ../shared/data here")
 def test_sample_data_import_is_one_click_and_idempotent(settings):
-    first = corpus_tab.import_sample_data(settings, "layla")
+    first = corpus_ops.import_sample_data(settings, "layla")
     assert "imported `alpaca-sample`: 500 rows" in first and "imported `ntrex-sample`: 200 rows" in first
-    second = corpus_tab.import_sample_data(settings, "layla")
+    second = corpus_ops.import_sample_data(settings, "layla")
     assert "`alpaca-sample` was imported already" in second and "`ntrex-sample` was imported already" in second
     frame = corpus_tab.corpora_frame(settings)
     assert set(frame["corpus"]) == {"alpaca-sample", "ntrex-sample"}

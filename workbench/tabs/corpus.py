@@ -14,7 +14,6 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-import plotly.graph_objects as go
 from pydantic import ValidationError
 
 from db.corpora import filter_data, flag_counts, list_corpora, set_thresholds
@@ -22,20 +21,16 @@ from db.models import Corpus
 from db.review import resolve_run, run_choices
 from db.session import read_scope
 from hala_core.corpus_io import FORMATS, parse_mapping
-from hala_core.filters import FLAGS, FilterThresholds
+from hala_core.filters import FilterThresholds, summary_figure
 from hala_core.settings import Settings
 from workbench import corpus_ops
 from workbench.auth import LAUNCH_ROLES, REVIEW_ROLES, require
 from workbench.ui import esc, kv_table
 
 # (corpus name, file or folder under the sample data folder, how many records)
-SAMPLES = (("alpaca-sample", "alpaca_5000/alpaca_5000.json", 500),
-           ("ntrex-sample", "ntrex128_en_ar", 200))
 CORPUS_COLUMNS = ["corpus", "format", "language", "rows", "segments", "characters", "tokens", "duplicates skipped",
                   "records skipped", "references", "licence", "translations", "translated", "reviewed", "created",
                   "source"]
-HISTOGRAMS = (("script_share", "script share (target script)"), ("length_ratio", "length ratio (output / source)"),
-              ("repetition", "repetition"))
 INCLUDE_CHOICES = [("reviewed only (accepted or edited)", "reviewed"),
                    ("reviewed + unreviewed that passed the filters", "passed")]
 KIND_CHOICES = [("SFT messages", "sft"), ("bilingual pairs", "pairs")]
@@ -162,61 +157,14 @@ def import_action(settings: Settings, owner: str | None, upload: str | None, pat
     return stats_html(stats)
 
 
-def import_sample_data(settings: Settings, owner: str | None) -> str:
-    """Import the sample corpora (Alpaca and NTREX) from the sample data folder, those not imported yet."""
-    if settings.data_dir is None:
-        raise ValueError("no sample data folder here (../shared/data); import a file instead")
-    lines = []
-    for name, rel, limit in SAMPLES:
-        src = settings.data_dir / rel
-        if not src.exists():
-            lines.append(f"- `{name}`: `{src}` is missing, skipped")
-            continue
-        with read_scope(settings.db_url) as s:
-            exists = s.query(Corpus.id).filter(Corpus.name == name).first() is not None
-        if not exists:
-            try:
-                st = corpus_ops.import_file(settings, str(src), name, limit=limit, owner=owner)
-            except ValueError as e:
-                if "exists already" not in str(e):  # a second click racing the first one
-                    raise
-            else:
-                lines.append(f"- imported `{name}`: {st['rows']} rows, {st['segments']} segments, "
-                             f"licence {st['licence']}")
-                continue
-        lines.append(f"- `{name}` was imported already")
-    return "\n".join(lines)
-
-
 def sample_action(settings: Settings, owner: str | None) -> str:
     try:
-        return import_sample_data(settings, owner)
+        return corpus_ops.import_sample_data(settings, owner)
     except ValueError as e:
         raise gr.Error(str(e)) from None
 
 
 # --------------------------------------------------------------------------- filters
-
-def filter_figure(rows: list[dict[str, float]], counts: dict[str, int], th: FilterThresholds) -> go.Figure:
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[t for _, t in HISTOGRAMS] + ["flags (whole translation)"])
-    lines = {"script_share": [th.min_script_share], "length_ratio": [th.min_length_ratio, th.max_length_ratio],
-             "repetition": [th.max_repetition]}
-    for col, (key, title) in enumerate(HISTOGRAMS, start=1):
-        values = [r[key] for r in rows if key in r]
-        if key == "length_ratio":  # one runaway output would squash the rest
-            values = [min(v, 2 * th.max_length_ratio) for v in values]
-        fig.add_trace(go.Histogram(x=values, nbinsx=30, name=title, showlegend=False, marker_color="#0f766e"),
-                      row=1, col=col)
-        for x in lines[key]:
-            fig.add_vline(x=x, line_dash="dash", line_color="#b91c1c", row=1, col=col)
-    names = ["passed", *[f for f in FLAGS if counts.get(f)]]
-    fig.add_trace(go.Bar(x=names, y=[counts.get(n, 0) for n in names], showlegend=False,
-                         marker_color=["#0f766e" if n == "passed" else "#b45309" for n in names]), row=1, col=4)
-    fig.update_layout(height=320, margin=dict(l=30, r=10, t=40, b=40), bargap=0.05)
-    return fig
-
 
 def filter_view(settings: Settings, key: str | None) -> tuple[Any, str, float, float, float, float, bool]:
     """The charts, a summary line and the stored thresholds of the chosen translation's corpus."""
@@ -234,7 +182,7 @@ def filter_view(settings: Settings, key: str | None) -> tuple[Any, str, float, f
     passed = counts.get("passed", 0)  # exact over the whole run; the histograms chart a sample of big runs
     summary = (f"<p><b>{esc(key)}</b>: {n:,} translations charted · {passed:,} passed the filters"
                + " · dashed lines are the thresholds</p>")
-    fig = filter_figure(rows, counts, th) if rows else None
+    fig = summary_figure(rows, counts, th) if rows else None
     return (fig, summary, th.min_script_share, th.min_length_ratio, th.max_length_ratio, th.max_repetition,
             th.check_preserved)
 
