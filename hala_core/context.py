@@ -66,6 +66,10 @@ class RunContext(Protocol):
 
     def set_result(self, result: dict[str, Any]) -> None: ...
 
+    def enqueue(self, spec: dict[str, Any]) -> int:
+        """Queue a follow-up job (e.g. an evaluation of the model this job made); returns its id."""
+        ...
+
     def corpus_store(self) -> Any:
         """The corpus store of this workspace (``hala_core.translate.CorpusStore``): segments in, translations out."""
         ...

@@ -262,7 +262,7 @@ def peek_columns(path: Path) -> list[str]:
     raise ValueError(f"{path}: training data must be JSONL/JSON, Parquet or a datasets folder (save_to_disk)")
 
 
-def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any) -> None:
+def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any, workspace: Path | None = None) -> None:
     """What can be checked before queueing: model, data columns, SFTConfig fields, LoRA targets, checkpoint."""
     from hala_core.evaluate import resolve_eval_model
 
@@ -286,6 +286,10 @@ def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any) -> No
 
         if not torch.cuda.is_available():
             raise ValueError(f"precision {spec.precision} needs a GPU and there is none here: use auto or fp32")
+    if spec.evaluate_after:
+        from hala_core.benchmarks import resolve_benchmarks
+
+        resolve_benchmarks(list(spec.evaluate_after), workspace)
     if spec.resume_from:
         resolved = resolve_model(spec.resume_from)
         path = Path(resolved.path) if resolved.path else Path(spec.resume_from)
@@ -507,6 +511,9 @@ def train_step(spec: TrainSpec, ctx: RunContext) -> None:
                         "launch": os.environ.get("HALA_LAUNCH_COMMAND", "one process"),
                         "checkpoints": [f"{spec.output}-step{s}" for s, _, _ in reporter.checkpoints]})
     ctx.log(f"done: {step} steps in {elapsed:.1f} s; model {spec.output} → {final}")
+    if spec.evaluate_after and trainer.is_world_process_zero():
+        job = ctx.enqueue({"kind": "eval", "models": [spec.output], "benchmarks": list(spec.evaluate_after)})
+        ctx.log(f"evaluation of {spec.output} on {', '.join(spec.evaluate_after)} queued as job {job}")
 
 
 # --------------------------------------------------------------------------- several GPUs

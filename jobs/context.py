@@ -65,6 +65,14 @@ class DbRunContext:
         with session_scope(self._url) as s:
             record_eval(s, self.job_id, model_ref, model_artifact_id, results, samples)
 
+    def enqueue(self, spec: dict[str, Any]) -> int:
+        from jobs.queue import enqueue
+
+        with session_scope(self._url) as s:
+            job = enqueue(s, spec, owner=self.owner, parent_id=self.job_id)
+            self.log(f"queued follow-up job {job.id} ({job.kind})")
+            return job.id
+
     def corpus_store(self) -> Any:
         from db.corpora import CorpusStore
 

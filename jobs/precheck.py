@@ -61,5 +61,5 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
 
         _check_output_free(s, settings, spec.output)
         check_train(spec, lambda r: resolve_model_ref(s, settings, r),
-                    lambda r: resolve_dataset_ref(s, settings, r))
+                    lambda r: resolve_dataset_ref(s, settings, r), settings.home)
     return spec

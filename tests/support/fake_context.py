@@ -39,6 +39,7 @@ class FakeContext:
     result: dict[str, Any] | None = None
     stop_checks: int = 0
     evals: list[dict[str, Any]] = field(default_factory=list)  # one entry per record_eval call
+    queued: list[dict[str, Any]] = field(default_factory=list)  # follow-up specs given to enqueue()
     store: Any = None  # a corpus store (db.corpora.CorpusStore on a test database) for translation steps
 
     @property
@@ -94,6 +95,10 @@ class FakeContext:
             return ResolvedModel(ref=ref, path=None, hub_id=ref)
         known = sorted({n for k, n in self.artifacts if k == "model"} | set(self.models))
         raise ValueError(f"unknown model {ref!r}; known models: {', '.join(known) or 'none'}")
+
+    def enqueue(self, spec: dict[str, Any]) -> int:
+        self.queued.append(dict(spec))
+        return 1000 + len(self.queued)
 
     def corpus_store(self) -> Any:
         if self.store is None:
