@@ -90,3 +90,46 @@ def finished_results(s: Session, kind: str, limit: int = 500) -> list[dict[str, 
     q = (select(Job).where(Job.kind == kind, Job.status == "succeeded").order_by(Job.id.desc()).limit(limit))
     return [{"id": j.id, "owner": j.owner, "spec": j.spec, "result": j.result or {},
              "finished": _fmt(j.finished_at)} for j in s.scalars(q)]
+
+
+def _resumed_from_step(s: Session, job: Job) -> int | None:
+    """The step a resumed training job started from: its checkpoint artifact's ``step``, else its first logged
+    step minus one (None when neither is known yet)."""
+    ref = (job.spec or {}).get("resume_from")
+    if ref:
+        art = s.scalar(select(Artifact).where(Artifact.kind == "model", Artifact.name == ref))
+        step = (art.meta or {}).get("step") if art is not None else None
+        if isinstance(step, int | float):
+            return int(step)
+    first = s.scalar(select(Metric.step).where(Metric.job_id == job.id).order_by(Metric.step).limit(1))
+    return first - 1 if first is not None else None
+
+
+def run_curves(s: Session, job_id: int) -> dict[str, list[tuple[int, float]]]:
+    """A training run's metrics including its resume chain (``Job.resume_of_id``), oldest job first.
+
+    Of each earlier job only the steps up to the one its successor resumed from are kept, so a resumed run's
+    curve continues where the checkpoint left off (a later part of the old run that was thrown away is not
+    drawn)."""
+    job = s.get(Job, job_id)
+    if job is None:
+        raise ValueError(f"no job {job_id}")
+    chain: list[tuple[int, int | None]] = []  # (job id, keep steps ≤ this; None = all), newest first
+    limit: int | None = None
+    seen: set[int] = set()
+    while job is not None and job.id not in seen:
+        seen.add(job.id)
+        chain.append((job.id, limit))
+        if job.resume_of_id is None:
+            break
+        step = _resumed_from_step(s, job)
+        if step is not None:
+            limit = step if limit is None else min(limit, step)
+        job = s.get(Job, job.resume_of_id)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for jid, keep in reversed(chain):
+        for key, points in job_metrics(s, jid).items():
+            series.setdefault(key, []).extend(p for p in points if keep is None or p[0] <= keep)
+    for points in series.values():
+        points.sort(key=lambda p: p[0])  # stable: within a step, the order they were logged in
+    return series

@@ -129,7 +129,8 @@ def data_format(ds: Any, name: str, preset: str) -> str:
 
 def check_rows(ds: Any, name: str, fmt: str, sample: int = 200) -> None:
     """Look at the first rows: conversations need role/content turns and an assistant turn; pairs need text."""
-    for i, row in enumerate(ds.select(range(min(sample, len(ds))))):
+    rows = ds.select(range(min(sample, len(ds)))) if hasattr(ds, "select") else ds[:sample]
+    for i, row in enumerate(rows, start=1):
         if fmt == "pairs":
             if not str(row.get("prompt") or "").strip() or not str(row.get("completion") or "").strip():
                 raise ValueError(f"dataset {name}, row {i}: empty prompt or completion")
@@ -169,22 +170,27 @@ def load_mix(items: list[tuple[str, Path, float]], preset: str, eval_split: floa
     if len(fmts) > 1:
         raise ValueError("the datasets mix formats (" + ", ".join(f"{n}: {f}" for n, _, _, f in loaded)
                          + "); mix datasets of one format")
-    total = sum(len(ds) for _, ds, _, _ in loaded)
-    wsum = sum(w for _, _, w, _ in loaded)
     rng = random.Random(seed)
-    parts, counts = [], {}
-    for name, ds, weight, _ in loaded:
-        want = max(1, round(total * weight / wsum))
+    total = sum(len(ds) for _, ds, _, _ in loaded)
+    hold_out = eval_split > 0 and total >= 10
+    pools, evals = [], []
+    for name, ds, weight, _ in loaded:  # the eval rows are set aside first, so no copy of them is trained on
         idx = list(range(len(ds)))
         rng.shuffle(idx)
+        n_eval = min(len(idx) - 1, round(len(idx) * eval_split)) if hold_out else 0
+        if n_eval > 0:
+            evals.append(ds.select(idx[:n_eval]))
+        pools.append((name, ds, weight, idx[n_eval:]))
+    total = sum(len(idx) for *_, idx in pools)
+    wsum = sum(w for _, _, w, _ in pools)
+    parts, counts = [], {}
+    for name, ds, weight, idx in pools:
+        want = max(1, round(total * weight / wsum))
         picked = (idx * math.ceil(want / len(idx)))[:want]
         parts.append(ds.select(picked))
         counts[name] = want
     mix = concatenate_datasets(parts).shuffle(seed=seed) if len(parts) > 1 else parts[0].shuffle(seed=seed)
-    eval_ds = None
-    if eval_split > 0 and len(mix) >= 10:
-        split = mix.train_test_split(test_size=eval_split, seed=seed)
-        mix, eval_ds = split["train"], split["test"]
+    eval_ds = (concatenate_datasets(evals) if len(evals) > 1 else evals[0]) if evals else None
     info = {"format": fmts.pop(), "examples": counts, "train": len(mix), "eval": len(eval_ds) if eval_ds else 0}
     return mix, eval_ds, info
 
@@ -199,7 +205,8 @@ def check_max_length(tokenizer: Any, fmt: str, max_length: int, train: Any, samp
     else:
         msgs = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
         try:
-            scaffold = len(tokenizer.apply_chat_template(msgs, tokenize=True))
+            text = tokenizer.apply_chat_template(msgs, tokenize=False)
+            scaffold = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         except Exception:  # noqa: BLE001 — a tokenizer without a chat template: TRL will say so itself
             scaffold = 0
     if scaffold >= max_length:
@@ -262,6 +269,36 @@ def peek_columns(path: Path) -> list[str]:
     raise ValueError(f"{path}: training data must be JSONL/JSON, Parquet or a datasets folder (save_to_disk)")
 
 
+def peek_rows(path: Path, n: int = 200) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a training file or datasets folder (for checks before queueing)."""
+    if path.is_dir():
+        ds = _load_one(path)
+        return [ds[i] for i in range(min(n, len(ds)))]
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(str(path))
+        return next(pf.iter_batches(batch_size=n)).to_pylist() if pf.metadata.num_rows else []
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        head = fh.read(1 << 16).lstrip()
+    if head.startswith("["):
+        ds = _load_one(path)
+        return [ds[i] for i in range(min(n, len(ds)))]
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {lineno} is not valid JSON ({e})") from None
+            if len(rows) >= n:
+                break
+    return rows
+
+
 def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any, workspace: Path | None = None) -> None:
     """What can be checked before queueing: model, data columns, SFTConfig fields, LoRA targets, checkpoint."""
     from hala_core.evaluate import resolve_eval_model
@@ -276,6 +313,7 @@ def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any, works
             column_names = peek_columns(path)
 
         fmts[d.dataset] = data_format(_Cols, d.dataset, spec.preset)
+        check_rows(peek_rows(path), d.dataset, fmts[d.dataset])
     if len(set(fmts.values())) > 1:
         raise ValueError("the datasets mix formats (" + ", ".join(f"{n}: {f}" for n, f in fmts.items())
                          + "); mix datasets of one format")
@@ -296,6 +334,10 @@ def check_train(spec: TrainSpec, resolve_model: Any, resolve_dataset: Any, works
         if not (path / "trainer_state.json").is_file():
             raise ValueError(f"resume_from {spec.resume_from!r} is not a training checkpoint (no "
                              f"trainer_state.json in {path})")
+        done_step = json.loads((path / "trainer_state.json").read_text()).get("global_step", 0)
+        if 0 < spec.max_steps <= done_step:
+            raise ValueError(f"the checkpoint is at step {done_step} and max_steps is {spec.max_steps}: raise "
+                             "max_steps (or the epochs) to train further")
 
 
 # --------------------------------------------------------------------------- the step
@@ -484,9 +526,7 @@ def train_step(spec: TrainSpec, ctx: RunContext) -> None:
     if reporter.last.get("loss") is not None:
         metrics["final_loss"] = reporter.last["loss"]
     if eval_ds is not None:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = float(ev["eval_loss"])
-        ctx.log_metric("eval_loss", metrics["eval_loss"], step=step)
+        metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])  # logged through the callback too
     tokens = trainer.state.num_input_tokens_seen or 0
     if tokens and elapsed > 0:
         metrics["tokens_per_s"] = round(tokens / elapsed, 1)

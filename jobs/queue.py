@@ -111,7 +111,17 @@ def resume(s: Session, job_id: int, checkpoint: str | None = None, edits: dict[s
     elif points and checkpoint not in {a.name for a in points}:
         names = ", ".join(sorted(a.name for a in points))
         raise ValueError(f"{checkpoint!r} is not a checkpoint of job {job_id}; its checkpoints: {names}")
-    spec = parse_spec({**old.spec, **(edits or {}), "resume_from": checkpoint})
+    chosen = next((a for a in points if a.name == checkpoint), None)
+    step = (chosen.meta or {}).get("step") if chosen is not None else None
+    data = {**old.spec, **(edits or {}), "resume_from": checkpoint}
+    if step is not None and 0 < int(data.get("max_steps", -1)) <= int(step):
+        raise ValueError(f"{checkpoint} is at step {step} and max_steps is {data['max_steps']}: raise max_steps "
+                         "(e.g. --set max_steps=" + str(int(step) * 2) + ") to train further")
+    if "output" not in (edits or {}) and s.scalar(select(Artifact.id).where(
+            Artifact.kind == "model", Artifact.name == old.spec.get("output"))) is not None:
+        # the run already produced its final model: the continuation gets its own name instead of overwriting it
+        data["output"] = f"{old.spec['output']}-from-step{step if step is not None else 'ckpt'}"
+    spec = parse_spec(data)
     return enqueue(s, spec, owner=owner or old.owner, parent_id=old.id, resume_of_id=old.id)
 
 

@@ -34,7 +34,8 @@ def resolve_model_ref(s: Session, settings: Settings, ref: str, register_externa
     art = find_artifact(s, "model", ref)
     if art is not None:
         path = Path(art.path)
-        if not (path / "config.json").is_file():
+        adapter = (art.meta or {}).get("adapter") and (path / "adapter_config.json").is_file()
+        if not (path / "config.json").is_file() and not adapter:  # a LoRA checkpoint holds adapter weights only
             raise ValueError(f"model artifact {ref!r} points at {path}, which has no config.json any more")
         return ResolvedModel(ref=ref, path=path, artifact_id=art.id, metadata=dict(art.meta or {}))
     candidate = Path(ref).expanduser()

@@ -18,6 +18,7 @@ from workbench.tabs import (
     quantize,
     review,
     runs,
+    train,
     translate,
     users,
 )
@@ -81,6 +82,8 @@ def build_app(settings: Settings) -> gr.Blocks:
                 translate.build(demo, settings, translate_tab)
             with gr.Tab("Review", id="review") as review_tab:
                 review.build(demo, settings, review_tab, secret)
+            with gr.Tab("Train", id="train") as train_tab:
+                train.build(demo, settings, train_tab)
             with gr.Tab("Merge", id="merge") as merge_tab:
                 merge.build(demo, settings, merge_tab)
             with gr.Tab("Quantize", id="quantize") as quantize_tab:
