@@ -122,7 +122,7 @@ def test_translator_preset_on_ntrex_pairs_learns_and_registers_the_model(train_w
     # the model card names the base, the data and the hyperparameters
     card = (final / "README.md").read_text(encoding="utf-8")
     assert "base_model: demo-lfm2-a" in card and "`demo-lfm2-a`" in card
-    assert "| ntrex-pairs | 128 |" in card and "115 training and 13 held-out" in card
+    assert "| ntrex-pairs | 115 |" in card and "115 training and 13 held-out" in card
     for line in ("| learning_rate | 0.001 |", "| max_steps | 30 |", "| per_device_train_batch_size | 8 |",
                  "| max_length | 128 |", "| logging_steps | 2 |"):
         assert line in card
