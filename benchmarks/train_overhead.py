@@ -2,7 +2,8 @@
 (built once), same NTREX pairs in the Hala translator template, same ``SFTConfig``, same data order. Goal: the
 job's training-loop tokens/s ÷ the plain script's ≥ 0.95 (the workbench costs ≤ 5 %).
 
-Each side runs in a fresh process, alternating (plain, job, plain, job, …), each with an empty datasets cache:
+Each side runs in a fresh process, alternating in ABBA order (plain, job, job, plain, …), each with an empty
+datasets cache:
 - job: ``hala run spec.yaml --inline`` (CLI, precheck, enqueue, the worker spawning ``python -m jobs.run``, the
   train step with its db-writing callback, final save, model card, artifacts);
 - plain: ``SFTTrainer(model=path, args=SFTConfig(...), train_dataset=..., processing_class=tokenizer)``,
@@ -10,13 +11,17 @@ Each side runs in a fresh process, alternating (plain, job, plain, job, …), ea
 The script checks that the two ``SFTConfig`` objects are equal (the job's from ``hala_core.train.build_sft_config``)
 and that both sides saw the same number of tokens.
 
-Two training-loop measures, each compared like with like:
+Three training-loop measures, each compared like with like:
 - "train()": wall time around ``trainer.train()`` (the job's ``result.seconds``, the plain script's own timer);
 - "train_runtime": the Trainer's own ``train_runtime`` (the plain script's metrics; the job's from its log, where
   TRL's PrinterCallback writes every log dict).
+- "CPU-s": CPU seconds (all threads) of the training process between the line it logs just before
+  ``trainer.train()`` and TRL's last log dict of ``train()``, read from /proc by polling both sides the same way
+  (every 50 ms) — less sensitive than wall time when other work shares the cores.
 Tokens are ``trainer.state.num_input_tokens_seen`` (the workbench sets ``include_num_input_tokens_seen=True``,
-which counts padding too; TRL's ``num_tokens``, padding excluded, is printed beside it). End-to-end process
-wall times (imports, model load, tokenization, training, save) are reported separately.
+which counts padding too; TRL's ``num_tokens``, padding excluded, is printed beside it). End-to-end wall and CPU
+time of each side's whole process tree (imports, model load, tokenization, training, save; for the job also the
+CLI, precheck and worker processes) are reported separately.
 
 Usage: python benchmarks/train_overhead.py [--pairs 400] [--max-steps 30] [--batch 8] [--max-length 256]
        [--logging-steps 10] [--hidden 256] [--layers 4] [--runs 2]
@@ -267,7 +272,7 @@ def main() -> None:
                 f"{r['tokens'] / r['train_s']:.0f} tok/s; process tree {r['wall']:.1f} s wall / {r['cpu']:.1f} s CPU; "
                 f"loss {r['train_loss']:.4f}; load {os.getloadavg()[0]:.2f}")
 
-    for i in range(args.runs):
+    def do_plain(i: int) -> None:
         work = home / f"plain-{i}"
         work.mkdir()
         env = {**os.environ, "HF_DATASETS_CACHE": str(work / "hf-datasets")}
@@ -275,22 +280,27 @@ def main() -> None:
         print(f"run {i + 1} " + line("plain", plain[-1])
               + f" (CPU inside the script: {plain[-1]['loop_cpu_inside']:.1f} s)", flush=True)
 
+    def do_job(i: int) -> None:
         spec_path = home / f"spec-{i}.yaml"
         spec_path.write_text(yaml.safe_dump(json.loads(spec_for(i).model_dump_json())), encoding="utf-8")
         env = {**os.environ, "HALA_DB_URL": settings.db_url,
                "HF_DATASETS_CACHE": str(home / f"job-{i}-hf-datasets")}
-        r = run_job(spec_path, env, home)
-        job.append(r)
+        job.append(run_job(spec_path, env, home))
+        r = job[-1]
         print(f"run {i + 1} " + line(f"job {r['job_id']}", r) + f" (result.tokens_per_s {r['tokens_per_s_result']})",
               flush=True)
-        if r["tokens"] != plain[-1]["tokens"] or r["steps"] != plain[-1]["steps"]:
-            print(f"  warning: the sides differ in work: job {r['steps']} steps / {r['tokens']} tokens, plain "
-                  f"{plain[-1]['steps']} steps / {plain[-1]['tokens']} tokens")
+
+    for i in range(args.runs):  # ABBA order: plain, job, job, plain, …
+        for do in (do_plain, do_job) if i % 2 == 0 else (do_job, do_plain):
+            do(i)
+        if job[-1]["tokens"] != plain[-1]["tokens"] or job[-1]["steps"] != plain[-1]["steps"]:
+            print(f"  warning: the sides differ in work: job {job[-1]['steps']} steps / {job[-1]['tokens']} tokens, "
+                  f"plain {plain[-1]['steps']} steps / {plain[-1]['tokens']} tokens")
 
     def tps(rows: list[dict[str, Any]], key: str) -> list[float]:
         return [r["tokens"] / r[key] for r in rows]
 
-    print(f"\n{args.runs} runs of each side, alternating, fresh processes; load average at start "
+    print(f"\n{args.runs} runs of each side, alternating (ABBA), fresh processes; load average at start "
           f"{load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     print(f"{'':42}{'plain TRL':>12}{'workbench job':>15}{'job/plain':>11}")
     for key, label in (("train_s", "tokens/s, train() wall"), ("train_runtime", "tokens/s, Trainer train_runtime"),

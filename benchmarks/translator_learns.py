@@ -13,7 +13,7 @@ one. With ``--minutes``, ``max_steps`` comes from timing a few forward/backward/
 batches of the same data (the job's own loop has a little more around each step; the script prints both).
 
 Usage: python benchmarks/translator_learns.py [--minutes 5 | --max-steps N] [--hidden 256] [--layers 4]
-       [--train-lines 1897] [--held-out 100] [--lr 1e-3] [--batch 8] [--vocab 4000] [--tokenizer ntrex|demo]
+       [--train-lines 1897] [--held-out 100] [--lr 2e-3] [--batch 8] [--vocab 4000] [--tokenizer ntrex|demo]
        [--max-new-tokens 128]
 """
 
@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--train-lines", type=int, default=None, help="NTREX pairs to train on (default: all but the "
                     "held-out ones)")
     ap.add_argument("--held-out", type=int, default=100, help="the last N NTREX pairs, never trained on")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=4000)

@@ -473,8 +473,10 @@ def train_step(spec: TrainSpec, ctx: RunContext) -> None:
         check_lora_targets(base.path, spec.lora.target_modules)
     device, _ = pick_device("auto")
     resume = _checkpoint_path(ctx, spec.resume_from) if spec.resume_from else None
+    done_step, done_tokens = 0, 0
     if resume is not None:
-        done_step = json.loads((resume / "trainer_state.json").read_text()).get("global_step", 0)
+        state = json.loads((resume / "trainer_state.json").read_text())
+        done_step, done_tokens = int(state.get("global_step", 0)), int(state.get("num_input_tokens_seen", 0) or 0)
         if 0 < spec.max_steps <= done_step:
             raise ValueError(f"the checkpoint is at step {done_step} and max_steps is {spec.max_steps}: raise "
                              "max_steps (or the epochs) to train further")
@@ -522,13 +524,18 @@ def train_step(spec: TrainSpec, ctx: RunContext) -> None:
         where = f"; checkpoint {spec.output}-step{last[0]} saved — resume from it" if last else ""
         ctx.set_result({"stopped_at_step": step, "checkpoint": f"{spec.output}-step{last[0]}" if last else None})
         raise StopRequested(f"stopped at step {step}{where}")
-    metrics: dict[str, Any] = {"steps": step, "train_loss": float(out.training_loss), "seconds": round(elapsed, 1)}
+    # the trainer averages its loss over all steps, those before the checkpoint included: take this job's share
+    own_steps = max(step - done_step, 1)
+    metrics: dict[str, Any] = {"steps": step, "train_loss": float(out.training_loss) * step / own_steps,
+                               "seconds": round(elapsed, 1)}
+    if done_step:
+        metrics["resumed_at_step"] = done_step
     if reporter.last.get("loss") is not None:
         metrics["final_loss"] = reporter.last["loss"]
     if eval_ds is not None:
         metrics["eval_loss"] = float(trainer.evaluate()["eval_loss"])  # logged through the callback too
-    tokens = trainer.state.num_input_tokens_seen or 0
-    if tokens and elapsed > 0:
+    tokens = (trainer.state.num_input_tokens_seen or 0) - done_tokens  # this job's tokens only
+    if tokens > 0 and elapsed > 0:
         metrics["tokens_per_s"] = round(tokens / elapsed, 1)
     final = ctx.artifact_path("model", spec.output)
     merged = False

@@ -13,6 +13,13 @@ from jobs.resolve import resolve_dataset_ref, resolve_model_ref
 
 
 def _check_output_free(s: Session, settings: Settings, name: str) -> None:
+    from sqlalchemy import select
+
+    from db.models import ACTIVE_STATES, Job
+
+    for job_id, spec in s.execute(select(Job.id, Job.spec).where(Job.status.in_(("queued", *ACTIVE_STATES)))):
+        if (spec or {}).get("output") == name:
+            raise ValueError(f"job {job_id} is already writing the output {name!r}; choose another name")
     if find_artifact(s, "model", name) is not None:
         raise ValueError(f"output {name!r} is already a model artifact; choose another name")
     out_dir = settings.models_dir / name

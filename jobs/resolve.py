@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from db.artifacts import find_artifact, find_artifact_by_path, register_artifact
+from db.artifacts import find_artifact, find_artifact_by_path, list_artifacts, register_artifact
 from hala_core.context import ResolvedModel
 from hala_core.settings import Settings, resolve_inside
 
@@ -72,9 +72,11 @@ def resolve_dataset_ref(s: Session, settings: Settings, ref: str,
         if not path.exists():
             raise ValueError(f"dataset artifact {ref!r} points at {path}, which does not exist any more")
         return path, art.id
+    if not Path(ref).expanduser().exists():
+        names = [a.name for a in list_artifacts(s, "dataset")][:20]
+        raise ValueError(f"dataset {ref!r} is neither a dataset artifact nor an existing file or folder; dataset "
+                         f"artifacts: {', '.join(names) or 'none yet'}")
     path = resolve_inside(Path(ref).expanduser(), settings.read_roots)
-    if not path.exists():
-        raise ValueError(f"dataset {ref!r} is neither a dataset artifact nor an existing file or folder")
     art = find_artifact_by_path(s, "dataset", str(path))
     if art is None and register_external:
         art = register_artifact(s, "dataset", str(path), str(path), {"external": True, "source": "path"})
