@@ -402,6 +402,7 @@ def over_http(settings: Any, run_key: str, empty_key: str, n_clients: int, secon
                 ok = pct(times["review_next"], .95) <= 0.25 and pct(times["review_accept"], .95) <= 0.25
                 print(f"  goal p95 <= 250 ms per call with {clients} clients: {'met' if ok else 'MISSED'}")
         shared = sum(1 for names in handed.values() if len(names) > 1)
+        print(f"load average {os.getloadavg()[0]:.2f}")
         print(f"segments handed out: {len(handed)}; handed to two clients: {shared} (must be 0); "
               f"conflicts: {conflicts[0]}; errors: {len(errors)}")
         for e in errors[:3]:
@@ -449,7 +450,7 @@ def main() -> None:
           f"hala.db {size:,.0f} MB; load average {os.getloadavg()[0]:.2f}")
     t0 = time.perf_counter()
     in_process(settings, run_id, run_key, args.ops, args.budget_s)
-    print(f"(in-process part: {time.perf_counter() - t0:.0f} s)")
+    print(f"(in-process part: {time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.2f})")
     if not args.skip_http:
         over_http(settings, run_key, empty_key, args.clients, args.http_seconds)
 

@@ -23,8 +23,12 @@ which counts padding too; TRL's ``num_tokens``, padding excluded, is printed bes
 time of each side's whole process tree (imports, model load, tokenization, training, save; for the job also the
 CLI, precheck and worker processes) are reported separately.
 
-Usage: python benchmarks/train_overhead.py [--pairs 400] [--max-steps 30] [--batch 8] [--max-length 256]
-       [--logging-steps 10] [--hidden 256] [--layers 4] [--runs 2]
+Every process runs with ``--threads`` torch/OpenMP threads (default 1, set through OMP_NUM_THREADS): on a shared
+2-core machine, two threads per process made a training step of this model ~20× slower (5.7 s instead of 0.25 s)
+whenever another process held a core, which buries any overhead in noise; ``--threads 0`` keeps torch's default.
+
+Usage: python benchmarks/train_overhead.py [--pairs 400] [--max-steps 60] [--batch 8] [--max-length 256]
+       [--logging-steps 10] [--hidden 256] [--layers 4] [--runs 2] [--threads 1]
 """
 
 from __future__ import annotations
@@ -105,6 +109,17 @@ def proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set (VmHWM) of a process so far, in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def job_child(cli_pid: int, home: Path) -> tuple[int, Path] | None:
     """The ``python -m jobs.run ID`` child of the CLI process, and its log file."""
     for children in Path(f"/proc/{cli_pid}/task").glob("*/children"):
@@ -127,7 +142,7 @@ def watched(cmd: list[str], env: dict[str, str], cwd: Path, out: Path, target: A
     t0 = time.perf_counter()
     with open(out, "w") as fh:
         p = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    found, pos, text, cpu0, cpu1, t_loop0, t_loop1 = None, 0, "", None, None, None, None
+    found, pos, text, cpu0, cpu1, t_loop0, t_loop1, rss = None, 0, "", None, None, None, None, float("nan")
     while p.poll() is None:
         time.sleep(0.05)
         if found is None:
@@ -148,13 +163,14 @@ def watched(cmd: list[str], env: dict[str, str], cwd: Path, out: Path, target: A
             if END_MARK in text:  # both in one poll: the start was missed
                 cpu0 = float("nan")
         if cpu0 is not None and cpu1 is None and END_MARK in text:
-            cpu1, t_loop1 = proc_cpu(pid), time.perf_counter()
+            cpu1, t_loop1, rss = proc_cpu(pid), time.perf_counter(), peak_rss_mb(pid)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     loop_cpu = (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else float("nan")
     loop_wall = (t_loop1 - t_loop0) if t_loop0 is not None and t_loop1 is not None else float("nan")
-    return {"rc": p.returncode, "wall": wall, "cpu": cpu, "loop_cpu": loop_cpu, "loop_wall_seen": loop_wall}
+    return {"rc": p.returncode, "wall": wall, "cpu": cpu, "loop_cpu": loop_cpu, "loop_wall_seen": loop_wall,
+            "peak_rss_mb": rss}
 
 
 def run_plain(model: Path, data: Path, work: Path, cfg: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -193,7 +209,7 @@ def run_job(spec_path: Path, env: dict[str, str], home: Path) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=400, help="NTREX EN→AR pairs in the training file")
-    ap.add_argument("--max-steps", type=int, default=30)
+    ap.add_argument("--max-steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--logging-steps", type=int, default=10)
@@ -201,8 +217,12 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--runs", type=int, default=2, help="runs of each side, alternating")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/OpenMP threads of every process (OMP_NUM_THREADS); 0 = torch's default (all cores)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ntrex128_en_ar"))
     args = ap.parse_args()
+    if args.threads > 0:  # before torch is imported here, and inherited by every process started below
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
     load_start = os.getloadavg()
     home = Path(tempfile.mkdtemp(prefix="hala-train-bench-"))
@@ -270,7 +290,7 @@ def main() -> None:
         return (f"{side}: train() {r['train_s']:.1f} s wall / {r['loop_cpu']:.1f} s CPU, train_runtime "
                 f"{r['train_runtime']:.1f} s, {r['tokens']:,} tokens ({r['num_tokens']:,.0f} non-padding) → "
                 f"{r['tokens'] / r['train_s']:.0f} tok/s; process tree {r['wall']:.1f} s wall / {r['cpu']:.1f} s CPU; "
-                f"loss {r['train_loss']:.4f}; load {os.getloadavg()[0]:.2f}")
+                f"peak RSS {r['peak_rss_mb']:.0f} MiB; loss {r['train_loss']:.4f}; load {os.getloadavg()[0]:.2f}")
 
     def do_plain(i: int) -> None:
         work = home / f"plain-{i}"
@@ -309,7 +329,8 @@ def main() -> None:
         print(f"{label + ' (best)':42}{max(p):>12.1f}{max(j):>15.1f}{max(j) / max(p):>11.3f}")
         print(f"{label + ' (median)':42}{statistics.median(p):>12.1f}{statistics.median(j):>15.1f}"
               f"{statistics.median(j) / statistics.median(p):>11.3f}")
-    for key, label in (("wall", "end-to-end wall s"), ("cpu", "end-to-end CPU s (process tree)")):
+    for key, label in (("wall", "end-to-end wall s"), ("cpu", "end-to-end CPU s (process tree)"),
+                       ("peak_rss_mb", "training process peak RSS MiB")):
         p, j = [r[key] for r in plain], [r[key] for r in job]
         print(f"{label + ' (best)':42}{min(p):>12.1f}{min(j):>15.1f}{min(j) / min(p):>11.3f}")
         print(f"{label + ' (median)':42}{statistics.median(p):>12.1f}{statistics.median(j):>15.1f}"

@@ -9,7 +9,10 @@ excluded (the engine's ``last_generated_tokens`` on our side). Runs are not forc
 that emits end-of-sequence early stops early on both sides (the token counts say so), and tokens/s stays comparable.
 
 Usage: python benchmarks/translate_throughput.py [--segments 512] [--baseline-segments 256] [--max-new-tokens 32]
-       [--batch-size 32] [--commit-every 64] [--hidden 640] [--layers 8] [--template chat]
+       [--batch-size 32] [--commit-every 64] [--hidden 640] [--layers 8] [--template chat] [--threads N]
+
+Timings on a shared 2-core machine swing with other load (torch's two threads stall badly when another process
+takes a core): the load average is printed beside each side; compare ratios from quiet runs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=640)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--template", default="chat", choices=["chat", "hala-translator"])
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ntrex128_en_ar"))
     args = ap.parse_args()
 
@@ -61,6 +65,8 @@ def main() -> None:
     from workbench.bootstrap import open_workspace
     from workbench.corpus_ops import import_file
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = open_workspace(load_settings())
     t0 = time.perf_counter()
     model_path = build_demo_model(settings.models_dir / "bench-translator", seed=0, hidden_size=args.hidden,
@@ -68,7 +74,8 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).eval()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"random LFM2: hidden {args.hidden}, {args.layers} layers, {n_params:,} parameters (float32, CPU, "
-          f"{torch.get_num_threads()} torch threads); built in {time.perf_counter() - t0:.1f} s")
+          f"{torch.get_num_threads()} torch threads); built in {time.perf_counter() - t0:.1f} s; "
+          f"load average {os.getloadavg()[0]:.2f}")
 
     stats = import_file(settings, args.data, "ntrex-bench", fmt="parallel", limit=args.segments)
     print(f"corpus: {stats['segments']} segments from {stats['rows']} NTREX lines "
@@ -122,7 +129,7 @@ def main() -> None:
     print(f"  translate loop {loop_s:.1f} s (generate {acc['seconds']:.1f} s in {acc['calls']} calls; db, filters "
           f"and tokenising {loop_s - acc['seconds']:.1f} s); whole step with model load and scoring {step_wall:.1f} s")
     ours_tps = ours_tokens / loop_s
-    print(f"  {ours_tps:.1f} tokens/s, {n_done / loop_s:.2f} segments/s")
+    print(f"  {ours_tps:.1f} tokens/s, {n_done / loop_s:.2f} segments/s; load average {os.getloadavg()[0]:.2f}")
 
     # The naive loop: the same prompts (masked segment text through the same template), one generate per segment.
     tok = AutoTokenizer.from_pretrained(str(model_path))
@@ -149,7 +156,8 @@ def main() -> None:
     naive_tps = naive_tokens / naive_s
     print(f"\nbaseline: model.generate one segment at a time, greedy, same prompts: {len(base_rows)} segments, "
           f"{naive_tokens} generated tokens ({naive_eos} stopped on end-of-sequence)")
-    print(f"  {naive_s:.1f} s, {naive_tps:.1f} tokens/s, {len(base_rows) / naive_s:.2f} segments/s")
+    print(f"  {naive_s:.1f} s, {naive_tps:.1f} tokens/s, {len(base_rows) / naive_s:.2f} segments/s; "
+          f"load average {os.getloadavg()[0]:.2f}")
     per_seg_ours = ours_tokens / max(n_done, 1)
     per_seg_naive = naive_tokens / max(len(base_rows), 1)
     print(f"  tokens per segment: ours {per_seg_ours:.2f}, baseline {per_seg_naive:.2f}")

@@ -9,12 +9,14 @@ The demo tokenizer (800 tokens, trained on the small built-in corpus) cuts NTREX
 token, so by default the script trains a byte-level BPE tokenizer (``tokenizers``, same special tokens and chat
 template as the demo models) on the training lines of both languages (never on the held-out lines), and builds
 the random model around it with ``build_demo_model(..., tokenizer_dir=...)``; ``--tokenizer demo`` keeps the demo
-one. With ``--minutes``, ``max_steps`` comes from timing a few forward/backward/AdamW steps of the same model on
-batches of the same data (the job's own loop has a little more around each step; the script prints both).
+one. With ``--minutes``, ``max_steps`` comes from timing 16 steps of TRL's own loop with the job's ``SFTConfig`` on
+the same model and data, in the script's process (the script prints the estimate and the job's real step time).
+Every process runs with ``--threads`` torch/OpenMP threads (default 1): on a shared 2-core machine two threads per
+process slowed training ~20× whenever another process held a core.
 
 Usage: python benchmarks/translator_learns.py [--minutes 5 | --max-steps N] [--hidden 256] [--layers 4]
        [--train-lines 1897] [--held-out 100] [--lr 2e-3] [--batch 8] [--vocab 4000] [--tokenizer ntrex|demo]
-       [--max-new-tokens 128]
+       [--max-new-tokens 128] [--gen-batch 50] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,29 +86,32 @@ def translate_and_score(model_path: Path, src: list[str], refs: list[str], max_n
     return score(hyps, refs), hyps, time.perf_counter() - t0
 
 
-def estimate_step_seconds(model_path: Path, prompts: list[str], completions: list[str], batch: int,
-                          max_length: int, lr: float, steps: int = 4) -> float:
-    """Seconds per optimizer step of the model on padded batches of the training data (first step not counted)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def estimate_step_seconds(spec: Any, data: Path, work: Path) -> float:
+    """Median seconds per optimizer step of TRL's own loop with the job's ``SFTConfig`` (``build_sft_config``) on the
+    same model and data, in this process (the first two steps, a warm-up, not counted). What the job adds around
+    each step (its callback) is measured by ``train_overhead.py``."""
+    import datasets
+    from transformers import AutoTokenizer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
 
-    tok = AutoTokenizer.from_pretrained(str(model_path))
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = random.Random(0)
-    times = []
-    for _ in range(steps + 1):
-        idx = rng.sample(range(len(prompts)), batch)
-        texts = [prompts[i] + completions[i] + tok.eos_token for i in idx]
-        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        t0 = time.perf_counter()
-        loss = model(**enc, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        times.append(time.perf_counter() - t0)
-    return sum(times[1:]) / steps
+    from hala_core.train import build_sft_config
+
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            stamps.append(time.perf_counter())
+
+    datasets.disable_progress_bars()
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_model)
+    trainer = SFTTrainer(model=spec.base_model, args=build_sft_config(spec, work, "cpu", has_eval=False),
+                         train_dataset=datasets.load_dataset("json", data_files=str(data), split="train"),
+                         processing_class=tokenizer, callbacks=[Stamp()])
+    trainer.remove_callback(PrinterCallback)  # keep this estimate quiet
+    trainer.train()
+    datasets.enable_progress_bars()
+    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))
 
 
 def main() -> None:
@@ -125,10 +130,16 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=4000)
     ap.add_argument("--tokenizer", choices=["ntrex", "demo"], default="ntrex")
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--gen-batch", type=int, default=16)
+    ap.add_argument("--gen-batch", type=int, default=50)
+    ap.add_argument("--advanced", default="{}", help="other SFTConfig fields for the job, as JSON (the spec's "
+                    "advanced), e.g. '{\"train_sampling_strategy\": \"group_by_length\"}'")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/OpenMP threads of every process (OMP_NUM_THREADS); 0 = torch's default (all cores)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ntrex128_en_ar"))
     args = ap.parse_args()
+    if args.threads > 0:  # before torch is imported here, and inherited by every process started below
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -185,22 +196,27 @@ def main() -> None:
     print(f"before training (random init): chrF++ {before['chrf++']:.2f}, BLEU {before['bleu']:.2f} "
           f"({before_s:.1f} s to translate {len(test_en)} lines)")
 
+    def make_spec(max_steps: int, save_steps: int) -> TrainSpec:
+        return TrainSpec(preset="translator", base_model=str(init), datasets=(str(data),), eval_split=0.0,
+                         learning_rate=args.lr, max_steps=max_steps, per_device_train_batch_size=args.batch,
+                         max_length=args.max_length, warmup_steps=0.05, lr_scheduler_type="cosine",
+                         logging_steps=max(1, max_steps // 20), save_steps=save_steps, seed=args.seed,
+                         advanced=json.loads(args.advanced), output="ntrex-translator")
+
     if args.max_steps:
         max_steps, step_s = args.max_steps, None
     else:
-        step_s = estimate_step_seconds(init, prompts, train_ar, args.batch, args.max_length, args.lr)
+        step_s = estimate_step_seconds(make_spec(16, 10**6), data, home / "estimate")
         max_steps = max(10, int(args.minutes * 60 / step_s))
-        print(f"estimated {step_s:.2f} s a step → max_steps {max_steps} for {args.minutes:g} minutes")
+        print(f"estimated {step_s:.2f} s a step (TRL's loop, same SFTConfig, 16 steps) → max_steps {max_steps} "
+              f"for {args.minutes:g} minutes")
     epochs = max_steps * args.batch / len(train_en)
-    spec = TrainSpec(preset="translator", base_model=str(init), datasets=(str(data),), eval_split=0.0,
-                     learning_rate=args.lr, max_steps=max_steps, per_device_train_batch_size=args.batch,
-                     max_length=args.max_length, warmup_steps=0.05, lr_scheduler_type="cosine",
-                     logging_steps=max(1, max_steps // 20), save_steps=max(500, max_steps), seed=args.seed,
-                     output="ntrex-translator")
+    spec = make_spec(max_steps, max_steps)
     spec_path = home / "train.yaml"
     spec_path.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())), encoding="utf-8")
     print(f"train job: translator preset, {max_steps} steps × batch {args.batch} ({epochs:.2f} epochs), lr "
-          f"{args.lr}, cosine, warmup 5 %, max_length {args.max_length}")
+          f"{args.lr}, cosine, warmup 5 %, max_length {args.max_length}"
+          + (f", advanced {spec.advanced}" if spec.advanced else ""))
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "workbench.cli", "run", str(spec_path), "--inline", "--json"],
                        capture_output=True, text=True, cwd=ROOT,
