@@ -24,8 +24,9 @@ time of each side's whole process tree (imports, model load, tokenization, train
 CLI, precheck and worker processes) are reported separately.
 
 Every process runs with ``--threads`` torch/OpenMP threads (default 1, set through OMP_NUM_THREADS): on a shared
-2-core machine, two threads per process made a training step of this model ~20× slower (5.7 s instead of 0.25 s)
-whenever another process held a core, which buries any overhead in noise; ``--threads 0`` keeps torch's default.
+2-core machine, two threads per process made a training step of a similar small LFM2 ~20× slower (5.7 s instead
+of 0.25 s) whenever another process held a core, which buries any overhead in noise; ``--threads 0`` keeps
+torch's default.
 
 Usage: python benchmarks/train_overhead.py [--pairs 400] [--max-steps 60] [--batch 8] [--max-length 256]
        [--logging-steps 10] [--hidden 256] [--layers 4] [--runs 2] [--threads 1]

@@ -9,10 +9,13 @@ excluded (the engine's ``last_generated_tokens`` on our side). Runs are not forc
 that emits end-of-sequence early stops early on both sides (the token counts say so), and tokens/s stays comparable.
 
 Usage: python benchmarks/translate_throughput.py [--segments 512] [--baseline-segments 256] [--max-new-tokens 32]
-       [--batch-size 32] [--commit-every 64] [--hidden 640] [--layers 8] [--template chat] [--threads N]
+       [--batch-size 32] [--commit-every 64] [--hidden 640] [--layers 8] [--template chat] [--slices 8]
+       [--threads N]
 
-Timings on a shared 2-core machine swing with other load (torch's two threads stall badly when another process
-takes a core): the load average is printed beside each side; compare ratios from quiet runs.
+The two sides run interleaved in --slices slices (the job resumes its translation each slice through
+``spec.limit``, in whole ``commit_every`` chunks, so its batches are the same as in one run), so both see the same
+share of other load. Timings on a shared 2-core machine still swing with it (torch's two threads stall badly when
+another process takes a core): the load average is printed beside each side; compare ratios from quiet runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +44,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=640)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--template", default="chat", choices=["chat", "hala-translator"])
+    ap.add_argument("--slices", type=int, default=8, help="alternate the two sides in this many slices")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ntrex128_en_ar"))
     args = ap.parse_args()
@@ -48,7 +53,7 @@ def main() -> None:
     os.environ["HALA_HOME"] = str(home)
     os.environ.pop("HALA_DB_URL", None)
     import torch
-    from sqlalchemy import func, select
+    from sqlalchemy import select
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from db.models import Segment, Translation
@@ -104,60 +109,75 @@ def main() -> None:
         enc = AutoTokenizer.from_pretrained(str(model_path))("warm up", return_tensors="pt")
         model.generate(**enc, max_new_tokens=4, do_sample=False)
 
-    TransformersEngine.generate = timed_generate  # type: ignore[method-assign]
-    log_path = home / "translate-job.log"
-    try:
-        with open(log_path, "w") as log, contextlib.redirect_stdout(log):
-            t0 = time.perf_counter()
-            translate_step(spec, ctx)
-            step_wall = time.perf_counter() - t0
-    finally:
-        TransformersEngine.generate = generate  # type: ignore[method-assign]
+    # The naive loop's prompts: the same masked segment texts through the same template, in id order.
+    tok = AutoTokenizer.from_pretrained(str(model_path))
     with read_scope(settings.db_url) as s:
-        from db.models import Job
+        seg_rows = s.execute(select(Segment.id, Segment.text, Segment.spans).order_by(Segment.id)).all()
+    base_rows = seg_rows if args.baseline_segments <= 0 else seg_rows[: args.baseline_segments]
+    prompts = build_prompts([r[1] for r in base_rows], spec.direction, args.template, tok)
 
-        result = s.get(Job, job_id).result or {}
-        rows = s.execute(select(Segment.id, Segment.text, Segment.spans, Translation.text)
-                         .join(Translation, Translation.segment_id == Segment.id)
-                         .order_by(Segment.id)).all()
-        n_done = s.scalar(select(func.count(Translation.id))) or 0
-    loop_s = float(result["seconds"])
+    # Interleave the two sides in slices (the job resumes its translation each slice: spec.limit), so that
+    # both see the same share of whatever else the machine is doing.
+    slices = max(1, min(args.slices, len(seg_rows), len(base_rows)))
+    ours_per = -(-len(seg_rows) // slices)
+    ours_per = -(-ours_per // spec.commit_every) * spec.commit_every  # whole commit chunks: batching unchanged
+    naive_per = -(-len(base_rows) // slices)
+    slice_spec = spec.model_copy(update={"limit": ours_per})
+    loop_s = step_wall = naive_s = 0.0
+    loads: dict[str, list[float]] = {"ours": [], "naive": []}
+    naive_tokens = naive_eos = 0
+    outputs: list[str] = []
+    log_path = home / "translate-job.log"
+    from db.models import Job
+
+    for i in range(slices):
+        TransformersEngine.generate = timed_generate  # type: ignore[method-assign]
+        try:
+            with open(log_path, "a") as log, contextlib.redirect_stdout(log):
+                t0 = time.perf_counter()
+                translate_step(slice_spec, ctx)
+                step_wall += time.perf_counter() - t0
+        finally:
+            TransformersEngine.generate = generate  # type: ignore[method-assign]
+        with read_scope(settings.db_url) as s:
+            loop_s += float((s.get(Job, job_id).result or {})["seconds"])
+        loads["ours"].append(os.getloadavg()[0])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for prompt in prompts[i * naive_per:(i + 1) * naive_per]:
+                enc = tok(prompt, return_tensors="pt")
+                out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False, temperature=None,
+                                     top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
+                new = out[0, enc["input_ids"].shape[1]:]
+                naive_tokens += int(new.numel())
+                naive_eos += int((new == tok.eos_token_id).any())
+                outputs.append(tok.decode(new, skip_special_tokens=True))
+        naive_s += time.perf_counter() - t0
+        loads["naive"].append(os.getloadavg()[0])
+
+    with read_scope(settings.db_url) as s:
+        stored = dict(s.execute(select(Translation.segment_id, Translation.text)).all())
+    n_done = len(stored)
     ours_tokens = acc["tokens"]
     print(f"\nours: translate_step, batch {args.batch_size}, commit every {args.commit_every}, "
-          f"{args.max_new_tokens} new tokens max, template {args.template}: {n_done} segments, "
-          f"{ours_tokens} generated tokens")
-    print(f"  translate loop {loop_s:.1f} s (generate {acc['seconds']:.1f} s in {acc['calls']} calls; db, filters "
-          f"and tokenising {loop_s - acc['seconds']:.1f} s); whole step with model load and scoring {step_wall:.1f} s")
+          f"{args.max_new_tokens} new tokens max, template {args.template}, in {slices} resumed slices: "
+          f"{n_done} segments, {ours_tokens} generated tokens")
+    print(f"  translate loops {loop_s:.1f} s (generate {acc['seconds']:.1f} s in {acc['calls']} calls; db, filters "
+          f"and tokenising {loop_s - acc['seconds']:.1f} s); whole steps with model loads and scoring {step_wall:.1f} s")
     ours_tps = ours_tokens / loop_s
-    print(f"  {ours_tps:.1f} tokens/s, {n_done / loop_s:.2f} segments/s; load average {os.getloadavg()[0]:.2f}")
+    print(f"  {ours_tps:.1f} tokens/s, {n_done / loop_s:.2f} segments/s; "
+          f"load average {statistics.mean(loads['ours']):.2f}")
 
-    # The naive loop: the same prompts (masked segment text through the same template), one generate per segment.
-    tok = AutoTokenizer.from_pretrained(str(model_path))
-    base_rows = rows if args.baseline_segments <= 0 else rows[: args.baseline_segments]
-    prompts = build_prompts([r[1] for r in base_rows], spec.direction, args.template, tok)
-    naive_tokens = naive_eos = 0
     differ: list[tuple[int, str, str]] = []
-    t0 = time.perf_counter()
-    outputs = []
-    with torch.inference_mode():
-        for prompt in prompts:
-            enc = tok(prompt, return_tensors="pt")
-            out = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False, temperature=None,
-                                 top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
-            new = out[0, enc["input_ids"].shape[1]:]
-            naive_tokens += int(new.numel())
-            naive_eos += int((new == tok.eos_token_id).any())
-            outputs.append(tok.decode(new, skip_special_tokens=True))
-    naive_s = time.perf_counter() - t0
-    for (sid, _text, spans, ours), raw in zip(base_rows, outputs, strict=True):
+    for (sid, _text, spans), raw in zip(base_rows, outputs, strict=True):
         theirs = restore(clean_output(raw, args.template), spans or {})[0]
-        if theirs != ours:
-            differ.append((sid, ours, theirs))
+        if theirs != stored.get(sid):
+            differ.append((sid, stored.get(sid) or "", theirs))
     naive_tps = naive_tokens / naive_s
     print(f"\nbaseline: model.generate one segment at a time, greedy, same prompts: {len(base_rows)} segments, "
           f"{naive_tokens} generated tokens ({naive_eos} stopped on end-of-sequence)")
     print(f"  {naive_s:.1f} s, {naive_tps:.1f} tokens/s, {len(base_rows) / naive_s:.2f} segments/s; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"load average {statistics.mean(loads['naive']):.2f}")
     per_seg_ours = ours_tokens / max(n_done, 1)
     per_seg_naive = naive_tokens / max(len(base_rows), 1)
     print(f"  tokens per segment: ours {per_seg_ours:.2f}, baseline {per_seg_naive:.2f}")

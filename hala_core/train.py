@@ -83,7 +83,7 @@ def build_sft_config(spec: TrainSpec, output_dir: Path, device: str, has_eval: b
     kw: dict[str, Any] = {k: getattr(spec, k) for k in SPEC_FIELDS}
     kw.update(precision_flags(spec.precision, device))
     kw.update(output_dir=str(output_dir), report_to=[], save_strategy="steps", logging_strategy="steps",
-              include_num_input_tokens_seen=True, use_cpu=not device.startswith("cuda"),
+              include_num_input_tokens_seen="non_padding", use_cpu=not device.startswith("cuda"),
               disable_tqdm=True, save_total_limit=None)
     if has_eval:
         kw.update(eval_strategy="steps", eval_steps=spec.eval_steps or spec.logging_steps * 5)

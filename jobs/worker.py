@@ -175,6 +175,9 @@ class JobWorker:
         log_path = self.settings.job_dir(job_id) / "job.log"
         env = {**os.environ, **self.config.env, "HALA_HOME": str(self.settings.home),
                "HALA_DB_URL": self._url, "HALA_WORKER_PID": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        # jobs running side by side share the cores instead of each taking all of them (CPU torch slows down
+        # by an order of magnitude when its threads outnumber the free cores)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(self.config.max_jobs, 1))))
         try:
             handle = self.executor.launch(job_id, log_path, env)
         except Exception as e:  # noqa: BLE001
