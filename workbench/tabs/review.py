@@ -73,6 +73,25 @@ def _progress_html(p: dict[str, Any], who: str | None) -> str:
             f"<div class='hala-progress-bar' style='width:{pct:.1f}%'></div></div></div>")
 
 
+_PROGRESS_TTL_S = 5.0
+_progress_cache: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
+
+
+def run_progress(settings: Settings, run_id: int) -> dict[str, Any]:
+    """``review.progress`` of a run, at most a few seconds old: counting a million-segment run by state takes
+    tens of milliseconds, too much to repeat on every save of every annotator (the counts are only a gauge)."""
+    import time
+
+    key = (settings.db_url, run_id)
+    hit = _progress_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < _PROGRESS_TTL_S:
+        return hit[1]
+    with read_scope(settings.db_url) as s:
+        value = review.progress(s, run_id)
+    _progress_cache[key] = (time.monotonic(), value)
+    return value
+
+
 def _empty(message: str, progress: str = "") -> tuple:
     return (None, None, "", gr.update(value="", interactive=False), "", "", [], message, progress)
 
@@ -82,7 +101,7 @@ def render(settings: Settings, tid: int, who: str | None, message: str = "") -> 
     with read_scope(settings.db_url) as s:
         it = review.item(s, tid)
         hist = review.history(s, tid)
-        prog = review.progress(s, it["run_id"])
+    prog = run_progress(settings, it["run_id"])
     src_lang, tgt_lang = it["direction"].split("-")
     source = (f"<div class='review-source bidi' dir='{LANG_DIR[src_lang]}' lang='{src_lang}' "
               f"data-testid='review-source'>{esc(it['source'])}</div>")
@@ -111,8 +130,7 @@ def next_item(settings: Settings, run_key: str | None, mode: str, who: str | Non
         run_id = run.id
         tid = review.claim_next(s, run_id, who or "admin", mode)
     if tid is None:
-        with read_scope(settings.db_url) as s:
-            prog = review.progress(s, run_id)
+        prog = run_progress(settings, run_id)
         what = review.MODE_LABELS.get(mode, mode)
         return _empty(f"{message} ✅ nothing left in the queue “{what}” — every segment is reviewed or claimed "
                       "by someone else.", _progress_html(prog, who))
