@@ -4,7 +4,6 @@ runs made without a model (for the review tests), and helpers that read the db b
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,11 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from db.artifacts import register_artifact
 from db.models import Corpus, CorpusRow, Job, Metric, ReviewEvent, Segment, Translation, TranslationRun
 from db.session import read_scope, session_scope
-from hala_core.demo_models import DEMO_LABEL, DEMO_LICENCE
 from hala_core.settings import Settings
+from tests.support.app_server import register_demo_models
 from tests.support.workspace import workers, workspace  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,14 +31,7 @@ FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 def register_demo(settings: Settings, demo_models: dict[str, Path], names: tuple[str, ...] = ("demo-lfm2-a",)
                   ) -> None:
-    """Copy demo models into the workspace and register them as model artifacts (as the Home tab does)."""
-    with session_scope(settings.db_url) as s:
-        for name in names:
-            dst = settings.models_dir / name
-            if not dst.exists():
-                shutil.copytree(demo_models[name], dst)
-            register_artifact(s, "model", name, str(dst), {"demo": True, "label": DEMO_LABEL,
-                                                            "licence": DEMO_LICENCE})
+    register_demo_models(settings, demo_models, names)
 
 
 @pytest.fixture

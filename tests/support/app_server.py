@@ -31,16 +31,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def register_demo_models(settings: Settings, demo_models: dict[str, Path], names: tuple[str, ...] | None = None
+                         ) -> None:
+    """Copy demo models into the workspace and register them as model artifacts (as the Home tab does)."""
+    with session_scope(settings.db_url) as s:
+        for name in names or tuple(demo_models):
+            dst = settings.models_dir / name
+            if not dst.exists():
+                shutil.copytree(demo_models[name], dst)
+            register_artifact(s, "model", name, str(dst), {"demo": True, "label": DEMO_LABEL,
+                                                            "licence": DEMO_LICENCE})
+
+
 def make_workspace(home: Path, demo_models: dict[str, Path]) -> Settings:
     """A workspace with the session's demo models copied in and registered as artifacts."""
     settings = open_workspace(load_settings(home=home, db_url=f"sqlite:///{home / 'hala.db'}"))
-    with session_scope(settings.db_url) as s:
-        for name, src in demo_models.items():
-            dst = settings.models_dir / name
-            if not dst.exists():
-                shutil.copytree(src, dst)
-            register_artifact(s, "model", name, str(dst), {"demo": True, "label": DEMO_LABEL,
-                                                            "licence": DEMO_LICENCE})
+    register_demo_models(settings, demo_models)
     return settings
 
 

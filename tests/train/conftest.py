@@ -7,7 +7,6 @@ Everything is sized for a 2-core machine: a few dozen steps on the random-weight
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from sqlalchemy import select
 from db.artifacts import find_artifact, register_artifact
 from db.models import Artifact, Job, Metric
 from db.session import read_scope, session_scope
-from hala_core.demo_models import DEMO_LABEL, DEMO_LICENCE
 from hala_core.settings import Settings
 from hala_core.translation import HALA_TRANSLATOR_TEMPLATE
+from tests.support.app_server import register_demo_models
 from tests.support.workspace import workers, workspace  # noqa: F401 — fixtures used by the tests of this folder
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -73,15 +72,9 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 # ----------------------------------------------------------------------------------------------- workspace
 
-def register_demo(settings: Settings, demo_models: dict[str, Path], names: tuple[str, ...] = (BASE,)) -> None:
-    """Copy demo models into the workspace and register them as model artifacts (as the Home tab does)."""
-    with session_scope(settings.db_url) as s:
-        for name in names:
-            dst = settings.models_dir / name
-            if not dst.exists():
-                shutil.copytree(demo_models[name], dst)
-            register_artifact(s, "model", name, str(dst), {"demo": True, "label": DEMO_LABEL,
-                                                            "licence": DEMO_LICENCE})
+def register_demo(settings: Settings, demo_models: dict[str, Path], names: tuple[str, ...] = (BASE,)
+                  ) -> None:
+    register_demo_models(settings, demo_models, names)
 
 
 @pytest.fixture
