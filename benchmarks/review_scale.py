@@ -4,7 +4,7 @@
     ``save`` (``session_scope``), and of what the tab reads to show an item (``item``, ``history``, ``progress``);
     baseline: a bare ``SELECT 1`` transaction through the same ``session_scope``, and a primary-key fetch;
 (b) over HTTP against a real ``hala workbench``: 8 annotator accounts (concurrent clients, one thread and one
-    logged-in session each) looping ``review_next`` → ``review_accept`` through ``/gradio_api/call/<api_name>``;
+    logged-in session and Gradio session_hash each) looping ``review_next`` → ``review_accept`` through ``/gradio_api/call/<api_name>``;
     baseline: the same clients calling the same endpoint (``review_next``: login, queue, handler, render) on a
     10-segment translation whose queue is empty, i.e. HTTP + Gradio + the tab without the big queue's work;
     ``GET /gradio_api/info`` (no queue) is shown too. One client first, then all of them at once.
@@ -302,12 +302,16 @@ def over_http(settings: Any, run_key: str, empty_key: str, n_clients: int, secon
 
         def login(name: str) -> requests.Session:
             sess = requests.Session()
+            sess.hash = f"bench-{name}"  # type: ignore[attr-defined]
             sess.post(url + "/login", data={"username": name, "password": f"{name}-pw"}, timeout=30
                       ).raise_for_status()
             return sess
 
         def call(sess: requests.Session, api: str, data: list) -> tuple[str, Any]:
-            r = sess.post(f"{url}/gradio_api/call/{api}", json={"data": data}, timeout=60)
+            # one session_hash per client, as a browser tab or gradio_client keeps: without it every call would
+            # open a new Gradio session (SessionState copies every component's config: ~40 ms a call here)
+            r = sess.post(f"{url}/gradio_api/call/{api}", json={"data": data, "session_hash": sess.hash},
+                          timeout=60)
             r.raise_for_status()
             event_id = r.json()["event_id"]
             body = sess.get(f"{url}/gradio_api/call/{api}/{event_id}", timeout=120).text
@@ -318,8 +322,6 @@ def over_http(settings: Any, run_key: str, empty_key: str, n_clients: int, secon
             return event, payload
 
         sessions = [login(u) for u in users]
-        for sess in sessions:  # warm-up
-            sess.get(url + "/gradio_api/info", timeout=30).raise_for_status()
 
         lock = threading.Lock()
         handed: dict[int, set[str]] = {}
@@ -382,6 +384,8 @@ def over_http(settings: Any, run_key: str, empty_key: str, n_clients: int, secon
             for th in threads:
                 th.join()
 
+        # warm-up, not measured: the server imports torch and mergekit in the background for its first seconds
+        phase(empty, n_clients, min(seconds, 10.0), {})
         for clients, short in ((1, True), (n_clients, False)):
             times: dict[str, list[float]] = {}
             if not short:
