@@ -82,7 +82,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with read_scope(settings.db_url) as s:  # checks may be slow: no write lock meanwhile
         spec = precheck(s, settings, spec_data)
     with session_scope(settings.db_url) as s:
-        job_id = enqueue(s, spec, owner=args.owner).id
+        job = enqueue(s, spec, owner=args.owner)
+        if args.inline:  # run here: no worker may claim it first (workers claim only their executor's jobs)
+            job.executor = "inline"
+        job_id = job.id
     if not args.json:
         print(f"queued job {job_id} ({spec.kind})", file=sys.stderr)  # type: ignore[attr-defined]
     if args.inline:
