@@ -67,6 +67,7 @@ def lineage(s: Session, artifact_id: int, max_depth: int = 20) -> list[dict[str,
             select(ArtifactInput.artifact_id, Artifact)
             .join(Artifact, Artifact.id == ArtifactInput.input_id)
             .where(ArtifactInput.artifact_id.in_(frontier))
+            .order_by(ArtifactInput.artifact_id, ArtifactInput.input_id)
         ).all()
         frontier = []
         for child_id, art in rows:
@@ -80,4 +81,4 @@ def lineage(s: Session, artifact_id: int, max_depth: int = 20) -> list[dict[str,
 
 def descendants(s: Session, artifact_id: int) -> list[Artifact]:
     ids = list(s.scalars(select(ArtifactInput.artifact_id).where(ArtifactInput.input_id == artifact_id)))
-    return list(s.scalars(select(Artifact).where(Artifact.id.in_(ids)))) if ids else []
+    return list(s.scalars(select(Artifact).where(Artifact.id.in_(ids)).order_by(Artifact.id))) if ids else []

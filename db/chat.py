@@ -57,7 +57,7 @@ def votes_of(s: Session, conversation_id: int) -> list[dict[str, Any]]:
 def win_rates(s: Session) -> list[dict[str, Any]]:
     """Per model pair: battles, wins of each side, ties (a "tie" or "all bad" vote), and win rates."""
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
-    for v in s.scalars(select(Vote)):
+    for v in s.scalars(select(Vote).order_by(Vote.id)):
         for a, b in combinations(sorted(set(v.models)), 2):
             p = pairs.setdefault((a, b), {"model_a": a, "model_b": b, "battles": 0, "wins_a": 0, "wins_b": 0,
                                           "ties": 0})

@@ -37,7 +37,8 @@ def get_run(s: Session, corpus: str, run: str | None = None) -> TranslationRun:
     q = select(TranslationRun).where(TranslationRun.corpus_id == c.id)
     found = s.scalar(q.where(TranslationRun.name == run) if run else q.order_by(TranslationRun.id.desc()).limit(1))
     if found is None:
-        names = list(s.scalars(select(TranslationRun.name).where(TranslationRun.corpus_id == c.id)))
+        names = list(s.scalars(select(TranslationRun.name).where(TranslationRun.corpus_id == c.id)
+                               .order_by(TranslationRun.name)))
         if run:
             raise ValueError(f"corpus {corpus!r} has no translation {run!r}; its translations: "
                              f"{', '.join(names) or 'none yet'}")
@@ -59,6 +60,7 @@ def import_corpus(url: str, name: str, planned: list[PlannedRow], *, source: str
         if s.scalar(select(Corpus.id).where(Corpus.name == name)) is not None:
             raise ValueError(f"a corpus named {name!r} exists already; pick another name (or delete it first)")
         has_refs = any(f.reference is not None for p in planned[:50] for f, _ in p.fields)
+        licence = licence[:100] if licence else None  # a dataset card's licence can be a paragraph
         corpus = Corpus(name=name, source=source, format=format, source_lang=source_lang, licence=licence,
                         has_references=has_refs, max_tokens=max_tokens, created_by=owner, n_problems=n_problems,
                         meta=dict(meta or {}))
@@ -125,7 +127,8 @@ def corpus_stats(c: Corpus) -> dict[str, Any]:
 def list_corpora(s: Session) -> list[dict[str, Any]]:
     out = []
     for c in s.scalars(select(Corpus).order_by(Corpus.id.desc())):
-        runs = list(s.scalars(select(TranslationRun.name).where(TranslationRun.corpus_id == c.id)))
+        runs = list(s.scalars(select(TranslationRun.name).where(TranslationRun.corpus_id == c.id)
+                              .order_by(TranslationRun.id)))
         translated, reviewed = s.execute(
             select(func.count(Translation.id), func.count(Translation.reviewed_by))
             .join(TranslationRun, TranslationRun.id == Translation.run_id)

@@ -64,7 +64,9 @@ def samples_for(s: Session, model_ref: str, benchmark: str, job_id: int | None =
 
 
 def eval_job_models(s: Session, job_id: int) -> list[str]:
-    return list(s.scalars(select(EvalResult.model_ref).where(EvalResult.job_id == job_id).distinct()))
+    # in the order they were recorded (SQLite's DISTINCT happens to keep it; PostgreSQL's does not)
+    return list(s.scalars(select(EvalResult.model_ref).where(EvalResult.job_id == job_id)
+                          .group_by(EvalResult.model_ref).order_by(func.min(EvalResult.id))))
 
 
 def evaluated_models(s: Session) -> list[str]:

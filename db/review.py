@@ -79,23 +79,28 @@ def claim_next(s: Session, run_id: int, user: str, mode: str = "next", lease_s: 
             held = tid
             break
     picks = [mode] + (["next"] if mode == "flagged" else [])
-    for m in picks:
-        if held is not None:
-            target = held
-        else:
-            target = _candidate(run_id, user, m, now).limit(1).with_for_update(skip_locked=True).scalar_subquery()
+    # the held segment first; if it slipped away meanwhile (on a server database its lease can run out and
+    # another annotator take it between the SELECT above and the UPDATE), the queue's next one
+    targets: list[Any] = [held] if held is not None else []
+    targets += [_candidate(run_id, user, m, now).limit(1).with_for_update(skip_locked=True).scalar_subquery()
+                for m in picks]
+    for target in targets:
         stmt = (update(Translation).where(Translation.id == target, _claimable(user, now))
                 .values(claimed_by=user, claim_expires=now + timedelta(seconds=lease_s))
                 .returning(Translation.id).execution_options(synchronize_session=False))
         row = s.execute(stmt).first()
         if row:
             tid = int(row[0])
-            # one annotator holds one segment per translation: switching queues frees the one left behind
-            s.execute(update(Translation).where(Translation.run_id == run_id, Translation.claimed_by == user,
-                                                Translation.id != tid)
+            # one annotator holds one segment per translation: switching queues frees the one left behind.
+            # SKIP LOCKED: a row of ours that another transaction has locked is being taken over (our lease ran
+            # out) or saved (which frees it anyway); waiting for it could deadlock with that transaction's own
+            # release of a segment we just took over (PostgreSQL; SQLite ignores it and runs claims one at a time)
+            mine = (select(Translation.id).where(Translation.run_id == run_id, Translation.claimed_by == user,
+                                                 Translation.id != tid)
+                    .with_for_update(skip_locked=True))
+            s.execute(update(Translation).where(Translation.id.in_(mine), Translation.claimed_by == user)
                       .values(claimed_by=None, claim_expires=None).execution_options(synchronize_session=False))
             return tid
-        held = None
     return None
 
 

@@ -1,11 +1,13 @@
 """Two annotators on one review queue: leases, optimistic locking, history, double annotation and queue modes.
 
 The translations are written straight through the job's store (no model): review mechanics do not depend on
-what the translator wrote."""
+what the translator wrote. Each test runs on SQLite and on PostgreSQL (``HALA_TEST_PG_URL``, see
+tests/support/workspace.py), where claims and saves really run concurrently under READ COMMITTED."""
 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -72,6 +74,89 @@ def test_two_threads_hammering_claim_next_never_share_an_item(queue200):
     assert a and b, "both annotators got work"
     reviewed = {t.id: t.reviewed_by for t in run_translations(settings, run_id)}
     assert all(reviewed[i] == "ann-a" for i in a) and all(reviewed[i] == "ann-b" for i in b)
+
+
+def test_concurrent_saves_of_one_item_one_wins_and_the_others_get_a_conflict(queue200):
+    """Four annotators save the item they all saw at version 0 at the same moment: one save is written, the other
+    three get :class:`ReviewConflict` (on PostgreSQL they wait for the winner's row lock, then fail the version
+    check; on SQLite the write lock runs them one at a time)."""
+    settings, run_id = queue200
+    url = settings.db_url
+    with session_scope(url) as s:
+        tid = review.claim_next(s, run_id, "ann-0")
+    users = [f"ann-{i}" for i in range(4)]
+    start = threading.Barrier(len(users))
+    outcome: dict[str, str] = {}
+
+    def save(user: str) -> None:
+        try:
+            start.wait()
+            with session_scope(url) as s:
+                review.save(s, tid, user, "edit", 0, text=f"نص {user}")
+            outcome[user] = "saved"
+        except review.ReviewConflict:
+            outcome[user] = "conflict"
+        except BaseException as e:  # surfaced below
+            outcome[user] = repr(e)
+
+    threads = [threading.Thread(target=save, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcome.values()) == ["conflict"] * 3 + ["saved"], outcome
+    [winner] = [u for u, o in outcome.items() if o == "saved"]
+    with read_scope(url) as s:
+        now = review.item(s, tid)
+        hist = review.history(s, tid)
+    assert (now["version"], now["text"], now["reviewed_by"]) == (1, f"نص {winner}", winner)
+    assert [(h["who"], h["version"]) for h in hist] == [(winner, 1)]
+
+
+def test_annotators_taking_over_expired_leases_never_deadlock_or_error(queue200):
+    """Six annotators with leases that run out at once (``lease_s=0``), switching queue modes, so every claim can
+    take over another's segment while they release theirs: no claim or save errors (on PostgreSQL, waiting to
+    release a segment another annotator is taking over deadlocked), and every save is counted once."""
+    settings, run_id = queue200
+    url = settings.db_url
+    errors: list[str] = []
+    saved: dict[str, list[int]] = {}
+    start = threading.Barrier(6)
+
+    def annotator(user: str, seed: int) -> None:
+        rnd = random.Random(seed)
+        mine = saved.setdefault(user, [])
+        try:
+            start.wait()
+            for _ in range(60):
+                with session_scope(url) as s:
+                    tid = review.claim_next(s, run_id, user, rnd.choice(["next", "random", "flagged"]), lease_s=0)
+                if tid is None:
+                    return
+                if rnd.random() < 0.25:
+                    try:
+                        with session_scope(url) as s:
+                            review.save(s, tid, user, "accept", review.item(s, tid)["version"])
+                        mine.append(tid)
+                    except review.ReviewConflict:
+                        pass
+        except BaseException as e:  # surfaced below
+            errors.append(f"{user}: {e!r}"[:400])
+
+    threads = [threading.Thread(target=annotator, args=(f"ann-{i}", i)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    assert not errors, errors
+    # with leases of 0 s two annotators may both get an item and both save it (each on the version they saw):
+    # every save is one version and one history event, none lost
+    saves = Counter(tid for got in saved.values() for tid in got)
+    assert saves
+    by_id = {t.id: t for t in run_translations(settings, run_id)}
+    assert all(by_id[tid].status == "accepted" and by_id[tid].version == n for tid, n in saves.items())
+    with read_scope(url) as s:
+        assert all(len(review.history(s, tid)) == n for tid, n in saves.items())
 
 
 CLAIMER = """

@@ -1,4 +1,5 @@
-"""The database layer on a real SQLite file: pragmas, migrations, users, artifacts and lineage."""
+"""The database layer on a real SQLite file and a real PostgreSQL database (``HALA_TEST_PG_URL``): connection
+settings, migrations, users, artifacts and lineage."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from db.artifacts import lineage, register_artifact
 from db.migrate import current_revision, head_revision, upgrade
@@ -14,11 +15,21 @@ from db.session import get_engine, session_scope
 from db.users import add_user, authenticate, check_password, hash_password
 
 
-def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(workspace):
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(workspace, db_backend):
+    if db_backend != "sqlite":
+        pytest.skip("SQLite pragmas")
     with get_engine(workspace.db_url).connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_postgresql_connections_are_read_committed_and_utf8(workspace, db_backend):
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL settings")
+    with get_engine(workspace.db_url).connect() as conn:
+        assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
+        assert conn.execute(text("SHOW server_encoding")).scalar() == "UTF8"
 
 
 def test_workspace_is_at_head_and_upgrade_is_idempotent(workspace):
@@ -27,8 +38,9 @@ def test_workspace_is_at_head_and_upgrade_is_idempotent(workspace):
     assert before == after == head_revision(workspace.db_url)
 
 
-def test_hala_db_upgrade_on_an_empty_database(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+def test_hala_db_upgrade_on_an_empty_database(tmp_path, empty_db_url):
+    url = empty_db_url
+    assert current_revision(url) is None
     env = {"HALA_HOME": str(tmp_path / "home"), "HALA_DB_URL": url, "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "workbench.cli", "db", "upgrade"], env=env, capture_output=True,
                          text=True, check=True)
@@ -39,7 +51,7 @@ def test_hala_db_upgrade_on_an_empty_database(tmp_path):
 def test_foreign_keys_are_enforced(workspace):
     from db.models import Metric
 
-    with pytest.raises(Exception, match="FOREIGN KEY"):
+    with pytest.raises(Exception, match="(?i)foreign key"):
         with session_scope(workspace.db_url) as s:
             s.add(Metric(job_id=999, key="loss", value=1.0))
 
@@ -131,3 +143,45 @@ def test_paths_inside_symlinked_roots_are_allowed(tmp_path):
     assert resolve_inside(f, [tmp_path / "link" / "data"]) == (real / "data" / "x.txt")
     with pytest.raises(ValueError, match="outside the allowed folders"):
         resolve_inside(tmp_path / "elsewhere.txt", [tmp_path / "link" / "data"])
+
+
+def test_long_whitespace_between_segments_round_trips(workspace):
+    """A segment's separator is unbounded whitespace (PostgreSQL refuses what does not fit a VARCHAR(n))."""
+    from db.corpora import import_corpus, row_texts
+    from db.models import CorpusRow
+    from hala_core.corpus import Field, Record, plan_rows
+
+    text = "First sentence here." + " " * 250 + "Second sentence." + "\n" * 300 + "Third one."
+    planned = plan_rows([Record(1, "alpaca", [Field("instruction", "user", text)])], max_tokens=5)
+    assert max(len(p.sep) for _, pieces in planned[0].fields for p in pieces) == 300
+    stats = import_corpus(workspace.db_url, "gaps", planned, source="gaps.jsonl", format="jsonl",
+                          source_lang="en", licence="x" * 300, max_tokens=5)
+    assert stats["segments"] == 3 and stats["licence"] == "x" * 100
+    with session_scope(workspace.db_url) as s:
+        row_id = s.scalar(select(CorpusRow.id))
+        assert row_texts(s, row_id)[0]["text"] == text
+
+
+def test_eval_job_models_keep_the_order_they_were_recorded_in(workspace):
+    from db.evals import eval_job_models, record_eval
+    from hala_core.specs import SleepSpec
+    from jobs.queue import enqueue
+
+    with session_scope(workspace.db_url) as s:
+        job = enqueue(s, SleepSpec()).id
+        for model in ("zeta", "alpha", "mid"):
+            record_eval(s, job, model, None, [{"benchmark": "b", "task": "t", "metric": "acc", "value": 1.0}], [])
+        assert eval_job_models(s, job) == ["zeta", "alpha", "mid"]
+
+
+def test_processes_upgrading_an_empty_database_at_once_upgrade_it_once(tmp_path, empty_db_url):
+    """The app and its workers start together and each upgrades the schema on start: one does, the others wait
+    and find it done (a file lock on SQLite, an advisory lock on PostgreSQL)."""
+    url = empty_db_url
+    env = {"HALA_HOME": str(tmp_path / "home"), "HALA_DB_URL": url, "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli", "db", "upgrade"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in outs]
+    assert sum(f"empty → {head_revision(url)}" in out for out, _ in outs) == 1, outs
+    assert current_revision(url) == head_revision(url)

@@ -1,4 +1,5 @@
-"""Queue semantics on a real SQLite file: enqueue validation, atomic claims, cancel, retry, clone."""
+"""Queue semantics on a real SQLite file and a real PostgreSQL database: enqueue validation, atomic claims, cancel,
+retry, clone."""
 
 from __future__ import annotations
 
@@ -90,3 +91,35 @@ def test_cancel_retry_and_clone(workspace):
             queue.clone(s, a, "kind: merge\nbase_model: a\nmodel: b\noutput: m\n")
         with pytest.raises(ValueError, match="seconds"):
             queue.clone(s, a, {"seconds": -1})
+
+
+def test_threads_racing_under_a_global_limit_never_exceed_it(workspace):
+    """Eight claimers at once with ``global_limit=2``: never more than two active jobs (on PostgreSQL the count is
+    checked under an advisory lock; READ COMMITTED alone lets two claimers both see one slot free)."""
+    n_threads = 8
+    for i in range(n_threads):
+        _register_worker(workspace, f"w{i}")
+    for _ in range(5):
+        with session_scope(workspace.db_url) as s:
+            s.query(Job).delete()
+            for _ in range(20):
+                queue.enqueue(s, SleepSpec())
+        start = threading.Barrier(n_threads)
+        errors: list[BaseException] = []
+
+        def grab(wid: str, start: threading.Barrier = start, errors: list[BaseException] = errors) -> None:
+            try:
+                start.wait()
+                with session_scope(workspace.db_url) as s:
+                    queue.claim_next(s, wid, "h", global_limit=2)
+            except BaseException as e:  # surfaced below
+                errors.append(e)
+
+        threads = [threading.Thread(target=grab, args=(f"w{i}",)) for i in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        with session_scope(workspace.db_url) as s:
+            assert len(s.scalars(select(Job).where(Job.status == "claimed")).all()) == 2

@@ -1,9 +1,17 @@
-"""Fixtures for tests that need a real workspace: a temp HALA_HOME with a real SQLite file, and real
-worker processes."""
+"""Fixtures for tests that need a real workspace: a temp HALA_HOME with a real database, and real worker
+processes.
+
+``workspace`` is on SQLite (a file in the workspace). A test folder or module that wants both back ends defines
+``db_backend`` as ``pytest.fixture(params=DB_BACKENDS)`` and ``workspace`` as ``db_workspace`` (tests/db,
+tests/jobs and tests/corpus do). The ``postgresql`` param runs against the server named by ``HALA_TEST_PG_URL``
+(``HALA_TEST_PG_URL=$(scripts/postgres-up) pytest ...``): every test gets a fresh database of its own, made in
+a few milliseconds from a template that is migrated once per test session. Without ``HALA_TEST_PG_URL`` those
+params are skipped; with it set and the server unreachable they fail."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,13 +27,147 @@ from workbench.bootstrap import open_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 
+PG_ENV = "HALA_TEST_PG_URL"
+PG_SKIP_REASON = (f"PostgreSQL tests need a server: run them with {PG_ENV}=$(scripts/postgres-up) "
+                  ".venv/bin/python -m pytest ... (scripts/postgres-down stops it)")
+# test ids end in [sqlite] / [postgresql]: ``-k postgresql`` picks the PostgreSQL runs
+DB_BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not os.environ.get(PG_ENV),
+                                                                               reason=PG_SKIP_REASON))]
+
+
+class PgServer:
+    """The test server of ``HALA_TEST_PG_URL``: a migrated template database, and fresh databases made from it."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.pool import NullPool
+
+        self.url = make_url(url)
+        if self.url.get_backend_name() != "postgresql":
+            pytest.fail(f"{PG_ENV}={url!r} is not a postgresql URL (scripts/postgres-up prints one)")
+        self._text = text
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with self.admin.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as e:  # noqa: BLE001 - any connection failure is the same message
+            self.admin.dispose()
+            pytest.fail(f"{PG_ENV} is set but the PostgreSQL server does not answer ({self.safe(url)}): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} — start it with "
+                        "scripts/postgres-up, or unset the variable to skip the PostgreSQL tests", pytrace=False)
+        self.prefix = f"hala_t_{os.getpid()}_{secrets.token_hex(3)}"
+        self.template: str | None = None
+        self.created: list[str] = []
+
+    @staticmethod
+    def safe(url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+
+    def url_of(self, database: str) -> str:
+        return self.url.set(database=database).render_as_string(hide_password=False)
+
+    def _exec(self, sql: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(self._text(sql))
+
+    def create(self, *, migrated: bool = True) -> str:
+        """A new database (at the head revision when ``migrated``, else empty); returns its URL."""
+        if migrated and self.template is None:
+            from db.migrate import upgrade
+
+            name = f"{self.prefix}_tmpl"
+            self._exec(f'CREATE DATABASE "{name}"')
+            self.created.append(name)
+            upgrade(self.url_of(name))
+            dispose_engines()  # a template must have no connections when it is copied
+            self.template = name
+        name = f"{self.prefix}_{len(self.created)}"
+        # STRATEGY FILE_COPY: copies the template's few files (WAL_LOG, PG 15's default, writes every page to
+        # the WAL: slower for a small database)
+        self._exec(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{self.template}" STRATEGY FILE_COPY'
+                                                    if migrated else ""))
+        self.created.append(name)
+        return self.url_of(name)
+
+    def drop(self, url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        name = make_url(url).database
+        self._exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name in self.created:
+            self.created.remove(name)
+
+    def close(self) -> None:
+        for name in reversed(self.created):
+            self._exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created.clear()
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(PG_SKIP_REASON)
+    server = PgServer(url)
+    yield server
+    dispose_engines()
+    server.close()
+
+
+@pytest.fixture
+def db_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database at the head revision, of the back end ``db_backend`` names; its URL."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{(tmp_path / 'hala_home').resolve() / 'hala.db'}"
+        return
+    assert db_backend == "postgresql", db_backend
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.create()
+    yield url
+    dispose_engines()
+    server.drop(url)
+
+
+@pytest.fixture
+def empty_db_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database (no tables) of the back end ``db_backend`` names; its URL."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.create(migrated=False)
+    yield url
+    dispose_engines()
+    server.drop(url)
+
+
+def _open(home: Path, monkeypatch: pytest.MonkeyPatch, db_url: str | None) -> Settings:
+    monkeypatch.setenv("HALA_HOME", str(home))
+    if db_url is None or db_url.startswith("sqlite"):
+        monkeypatch.delenv("HALA_DB_URL", raising=False)  # the default: hala.db in HALA_HOME
+    else:
+        monkeypatch.setenv("HALA_DB_URL", db_url)  # subprocesses (cli, workers, jobs) get it too
+    settings = open_workspace(load_settings())
+    assert db_url is None or settings.db_url == db_url, (settings.db_url, db_url)
+    return settings
+
 
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    home = tmp_path / "hala_home"
-    monkeypatch.setenv("HALA_HOME", str(home))
-    monkeypatch.delenv("HALA_DB_URL", raising=False)
-    settings = open_workspace(load_settings())
+    """A workspace on SQLite (a conftest that wants both back ends overrides it with ``db_workspace``)."""
+    settings = _open(tmp_path / "hala_home", monkeypatch, None)
+    yield settings
+    dispose_engines()
+
+
+@pytest.fixture
+def db_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Iterator[Settings]:
+    """A workspace on the back end ``db_backend`` names (its database from ``db_url``)."""
+    settings = _open(tmp_path / "hala_home", monkeypatch, db_url)
     yield settings
     dispose_engines()
 

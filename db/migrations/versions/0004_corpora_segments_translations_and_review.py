@@ -95,7 +95,7 @@ def upgrade() -> None:
     sa.Column('part', sa.Integer(), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('spans', sa.JSON(), nullable=True),
-    sa.Column('sep', sa.String(length=200), nullable=False),
+    sa.Column('sep', sa.Text(), nullable=False),  # was String(200): too short for long whitespace runs (PostgreSQL enforces it)
     sa.Column('verbatim', sa.Boolean(), nullable=False),
     sa.Column('reference', sa.Text(), nullable=True),
     sa.Column('n_chars', sa.Integer(), nullable=False),
