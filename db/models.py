@@ -68,6 +68,8 @@ class Job(Base):
     host: Mapped[str | None] = mapped_column(String(255), default=None)
     executor: Mapped[str] = mapped_column(String(32), default="local")
     executor_handle: Mapped[str | None] = mapped_column(String(255), default=None)
+    # what the executor itself says of the job (Slurm: PENDING, RUNNING, COMPLETED, TIMEOUT, …), for the Runs tab
+    executor_state: Mapped[str | None] = mapped_column(String(32), default=None)
     pid: Mapped[int | None] = mapped_column(Integer, default=None)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -268,7 +270,8 @@ class Segment(Base):
     part: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(Text)  # with protected spans masked (see hala_core.segment)
     spans: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    sep: Mapped[str] = mapped_column(String(200), default="")
+    # Text: the whitespace after a piece is unbounded (a 300-newline gap); PostgreSQL enforces VARCHAR lengths
+    sep: Mapped[str] = mapped_column(Text, default="")
     verbatim: Mapped[bool] = mapped_column(Boolean, default=False)
     reference: Mapped[str | None] = mapped_column(Text, default=None)
     n_chars: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,7 +10,15 @@ import re
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 NAME_RULE = "1–100 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -29,7 +37,94 @@ class BaseSpec(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-class SleepSpec(BaseSpec):
+EXECUTORS = ("local", "slurm")
+_SLURM_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_SLURM_MEM_RE = re.compile(r"^\d+[KMGT]?$")
+_SLURM_WORD_RE = re.compile(r"^[A-Za-z0-9._,:=+-]{1,100}$")
+
+
+class SlurmResources(BaseSpec):
+    """What a job asks Slurm for (``sbatch`` options). Unset fields fall back to the workspace's Slurm
+    settings (``hala.yaml``), then to the cluster's defaults."""
+
+    partition: str | None = None
+    nodes: int = Field(1, ge=1, le=1024)
+    gpus_per_node: int = Field(0, ge=0, le=64)
+    cpus_per_task: int | None = Field(None, ge=1, le=4096)
+    mem: str | None = Field(None, description="memory per node, as sbatch takes it: 16G, 64000M")
+    time_limit: str | None = Field(None, description="minutes, HH:MM:SS or D-HH:MM:SS")
+    account: str | None = None
+    qos: str | None = None
+    extra_sbatch: tuple[str, ...] = Field((), description="more sbatch options, one per line: --constraint=h100")
+
+    @field_validator("partition", "account", "qos")
+    @classmethod
+    def _word(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not _SLURM_WORD_RE.match(v.strip()):
+            raise ValueError(f"{v!r} is not a Slurm name: use letters, digits and . _ , : = + -")
+        return v.strip()
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not _SLURM_MEM_RE.match(v.strip().upper()):
+            raise ValueError(f"memory {v!r} is not understood: give a number with K, M, G or T, e.g. 16G")
+        return v.strip().upper()
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not _SLURM_TIME_RE.match(v.strip()):
+            raise ValueError(f"time limit {v!r} is not understood: give minutes (90), HH:MM:SS or D-HH:MM:SS")
+        return v.strip()
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _extra(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for line in v:
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("#SBATCH"):
+                line = line[len("#SBATCH"):].strip()
+            if not line.startswith("-") or any(c in line for c in "\n\r;`$|&<>"):
+                raise ValueError(f"extra sbatch line {line!r} is not allowed: give one option such as "
+                                 "--constraint=h100 (no shell characters)")
+            out.append(line)
+        return tuple(out)
+
+
+class JobSpec(BaseSpec):
+    """What every job kind has: where it runs. ``local`` (the default) runs it as a process of a worker;
+    ``slurm`` submits it with ``sbatch`` (see ``jobs.slurm``) with the resources in ``slurm``."""
+
+    executor: Literal["local", "slurm"] = "local"
+    slurm: SlurmResources | None = None
+
+    @model_validator(mode="after")
+    def _executor(self) -> JobSpec:
+        if self.slurm is not None and self.executor != "slurm":
+            raise ValueError("slurm resources are given but executor is 'local': set executor: slurm, "
+                             "or leave the slurm section out")
+        return self
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json")
+        data = {k: v for k, v in data.items() if k not in ("executor", "slurm")}
+        data["executor"] = self.executor
+        if self.slurm is not None:
+            data["slurm"] = self.slurm.model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+class SleepSpec(JobSpec):
     """A diagnostic job: counts through ``steps`` steps, ``seconds`` in all.
 
     It imports nothing heavy, so it measures the queue itself (enqueue → start latency, claiming,
@@ -42,7 +137,7 @@ class SleepSpec(BaseSpec):
     fail: bool = False
 
 
-class DemoModelsSpec(BaseSpec):
+class DemoModelsSpec(JobSpec):
     """Build the tiny random-weight LFM2 demo models into the workspace and register them."""
 
     kind: Literal["demo_models"] = "demo_models"
@@ -64,7 +159,7 @@ class DemoModelsSpec(BaseSpec):
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class MergeSpec(BaseSpec):
+class MergeSpec(JobSpec):
     """A slerp merge of two models of one architecture (mergekit).
 
     ``base_model`` is model A (t=0) and ``model`` is model B (t=1); ``t`` is one number or a
@@ -127,7 +222,7 @@ class ValidationSpec(BaseSpec):
     batch_size: int = Field(8, ge=1, le=512)
 
 
-class QuantizeSpec(BaseSpec):
+class QuantizeSpec(JobSpec):
     """Compress a model with llm-compressor ``oneshot`` and validate the result against the original."""
 
     kind: Literal["quantize"] = "quantize"
@@ -160,7 +255,24 @@ class QuantizeSpec(BaseSpec):
                              "(a dataset artifact or a JSONL/JSON/TXT file with text)")
 
 
-class EvalSpec(BaseSpec):
+class VllmOptions(BaseSpec):
+    """How the vLLM engine loads a model (used when ``engine`` is vllm). ``enforce_eager`` None: on (fast start)
+    on CPU, off (CUDA graphs) on a GPU; ``kv_cache_gb`` None: vLLM's default on a GPU (``gpu_memory_utilization``),
+    1 GiB on CPU; ``quantization`` None: what the checkpoint's config says (FP8 compressed-tensors, AWQ, GPTQ…)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_model_len: int | None = Field(None, ge=16, le=1_048_576)
+    enforce_eager: bool | None = None
+    kv_cache_gb: float | None = Field(None, gt=0.0, le=4096.0)
+    quantization: str | None = None
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``hala_core.engine.make_engine`` / ``VllmEngine``."""
+        return self.model_dump()
+
+
+class EvalSpec(JobSpec):
     """Evaluate one or more models on benchmarks: lm-eval tasks (multiple choice) and translation sets."""
 
     kind: Literal["eval"] = "eval"
@@ -171,7 +283,8 @@ class EvalSpec(BaseSpec):
     limit: int | None = Field(None, ge=1, le=1_000_000, description="at most this many examples per task")
     apply_chat_template: bool = False
     batch_size: int = Field(8, ge=1, le=512)
-    engine: Literal["hf"] = "hf"
+    engine: Literal["hf", "vllm"] = "hf"
+    vllm: VllmOptions = VllmOptions()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     translation_max_new_tokens: int = Field(128, ge=1, le=2048)
     translation_template: Literal["chat", "hala-translator"] = "chat"
@@ -185,7 +298,7 @@ class EvalSpec(BaseSpec):
         return tuple(dict.fromkeys(v))
 
 
-class TranslateSpec(BaseSpec):
+class TranslateSpec(JobSpec):
     """Translate an imported corpus with a translator model, segment by segment, resumably.
 
     ``name`` names the translation of the corpus (default: translator and direction); running the same spec
@@ -205,7 +318,8 @@ class TranslateSpec(BaseSpec):
     batch_size: int = Field(16, ge=1, le=4096)
     commit_every: int = Field(64, ge=1, le=100_000, description="segments per committed batch (resume granularity)")
     limit: int | None = Field(None, ge=1, description="translate at most this many segments in this job")
-    engine: Literal["transformers"] = "transformers"
+    engine: Literal["transformers", "vllm"] = "transformers"
+    vllm: VllmOptions = VllmOptions()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     double_share: float = Field(0.05, ge=0.0, le=1.0, description="share of segments annotated twice (agreement)")
@@ -255,7 +369,7 @@ class TrainData(BaseSpec):
     weight: float = Field(1.0, gt=0.0, le=1000.0)
 
 
-class TrainSpec(BaseSpec):
+class TrainSpec(JobSpec):
     """Supervised fine-tuning with TRL's ``SFTTrainer``: the translator preset (bilingual pairs in the Hala
     translator template) or instruction SFT (conversations in ``messages`` format), full or LoRA.
 

@@ -565,14 +565,59 @@ def train_step(spec: TrainSpec, ctx: RunContext) -> None:
 
 # --------------------------------------------------------------------------- several GPUs
 
-def distributed_command(spec: TrainSpec, job_id: int, gpus_visible: int) -> tuple[list[str] | None, dict[str, str],
-                                                                                   str]:
+def _accelerate_options(spec: TrainSpec) -> list[str]:
+    opts = ["--mixed_precision", "bf16" if spec.precision in ("auto", "bf16")
+            else ("fp16" if spec.precision == "fp16" else "no")]
+    if spec.distributed == "fsdp":
+        opts += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+                 "--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    else:
+        opts += ["--multi_gpu"]
+    return opts
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def distributed_command(spec: TrainSpec, job_id: int, gpus_visible: int, main_host: str | None = None,
+                        port: int | None = None) -> tuple[list[str] | None, dict[str, str], str]:
     """The ``accelerate launch`` line for a multi-process run: (argv or None, extra env, a note for the log).
 
     None when one process will do: ``num_processes`` 1, or no GPU here (then the run goes on as one process on
-    the CPU, and the note says so)."""
+    the CPU, and the note says so).
+
+    Several Slurm nodes (``executor: slurm`` with ``slurm.nodes`` N > 1; run inside the allocation, ``main_host``
+    the allocation's first host): ``srun --nodes=N --ntasks-per-node=1 bash -c 'exec … accelerate launch
+    --num_machines N --machine_rank "$SLURM_NODEID" --main_process_ip <main_host> --main_process_port <port>
+    --num_processes N*gpus_per_node … -m jobs.run_rank <id>'`` — one launcher per node (each reads its own
+    ``SLURM_NODEID``), one rank per GPU; ``num_processes`` and ``gpus`` of the spec do not apply."""
+    import shlex
     import socket
     import sys
+
+    slurm = getattr(spec, "slurm", None)
+    if getattr(spec, "executor", "local") == "slurm" and slurm is not None and slurm.nodes > 1:
+        nodes = slurm.nodes
+        per_node = slurm.gpus_per_node or gpus_visible
+        if per_node < 1:
+            raise ValueError(f"slurm.nodes is {nodes}: a multi-node run needs GPUs; set slurm.gpus_per_node "
+                             "(one process per GPU)")
+        if not main_host:
+            raise ValueError("a multi-node run needs the allocation's first host (main_host)")
+        if port is None:  # the batch script runs on the first node: probe there, else a port of this job's own
+            here = socket.gethostname().split(".")[0]
+            port = _free_port() if here == main_host.split(".")[0] else 29500 + job_id % 1000
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nodes * per_node),
+                  "--num_machines", str(nodes), "--machine_rank", "$SLURM_NODEID", "--main_process_ip", main_host,
+                  "--main_process_port", str(port), *_accelerate_options(spec), "-m", "jobs.run_rank", str(job_id)]
+        script = "exec " + " ".join('"$SLURM_NODEID"' if a == "$SLURM_NODEID" else shlex.quote(a) for a in launch)
+        cmd = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "bash", "-c", script]
+        return cmd, {"HALA_RANK_CHILD": "1"}, " ".join(cmd[:-1]) + " " + shlex.quote(script)
 
     n = spec.num_processes
     if n <= 1:
@@ -584,18 +629,9 @@ def distributed_command(spec: TrainSpec, job_id: int, gpus_visible: int) -> tupl
     if n > wanted:
         raise ValueError(f"num_processes {n} is more than the GPUs available to the run ({wanted}"
                          f"{' in gpus=' + spec.gpus if spec.gpus else ' visible'}); one process per GPU")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = port or _free_port()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), "--num_machines", "1",
-           "--main_process_port", str(port), "--mixed_precision", "bf16" if spec.precision in ("auto", "bf16")
-           else ("fp16" if spec.precision == "fp16" else "no")]
-    if spec.distributed == "fsdp":
-        cmd += ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
-                "--fsdp_state_dict_type", "FULL_STATE_DICT"]
-    else:
-        cmd += ["--multi_gpu"]
-    cmd += ["-m", "jobs.run_rank", str(job_id)]
+           "--main_process_port", str(port), *_accelerate_options(spec), "-m", "jobs.run_rank", str(job_id)]
     env = {"HALA_RANK_CHILD": "1"}
     if spec.gpus:
         env["CUDA_VISIBLE_DEVICES"] = spec.gpus

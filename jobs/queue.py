@@ -11,6 +11,9 @@ from sqlalchemy.orm import Session
 from db.models import ACTIVE_STATES, FINAL_STATES, Job, utcnow
 from hala_core.specs import BaseSpec, parse_spec
 
+# pg_advisory_xact_lock key that serialises claims under a global limit on PostgreSQL ("hala" in ASCII)
+CLAIM_LOCK_KEY = 0x68616C61
+
 
 def enqueue(s: Session, spec: BaseSpec | dict[str, Any], owner: str | None = None, parent_id: int | None = None,
             resume_of_id: int | None = None) -> Job:
@@ -19,7 +22,7 @@ def enqueue(s: Session, spec: BaseSpec | dict[str, Any], owner: str | None = Non
         spec = parse_spec(spec)
     data = spec.model_dump(mode="json")
     job = Job(kind=data["kind"], status="queued", spec=data, owner=owner, parent_id=parent_id,
-              resume_of_id=resume_of_id)
+              resume_of_id=resume_of_id, executor=data.get("executor") or "local")
     s.add(job)
     s.flush()
     return job
@@ -32,7 +35,16 @@ def claim_next(s: Session, worker_id: str, host: str, executor: str = "local",
     One UPDATE … WHERE status='queued' … RETURNING: two workers (threads or processes, on one SQLite
     file or a server database) can never both claim one job. ``global_limit`` caps the number of
     claimed/running jobs across all workers, checked in the same statement.
+
+    On SQLite the transaction holds the write lock (``BEGIN IMMEDIATE``), so claims run one at a time. On
+    PostgreSQL (READ COMMITTED) the picked row is locked ``FOR UPDATE SKIP LOCKED``: a claimer skips a job
+    another one is taking, and a job claimed and committed meanwhile fails the re-check of ``status``, so the
+    next queued job is taken instead, without waiting or erroring. The ``global_limit`` count, though, would
+    see only what was committed when the statement began (two claimers could both see one slot free), so
+    with a limit the claims are serialised by a transaction-level advisory lock first.
     """
+    if global_limit is not None and s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(CLAIM_LOCK_KEY)))
     pick = (select(Job.id).where(Job.status == "queued", Job.executor == executor)
             .order_by(Job.id).limit(1).with_for_update(skip_locked=True).scalar_subquery())
     stmt = (update(Job).where(Job.id == pick, Job.status == "queued")

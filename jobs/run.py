@@ -4,6 +4,10 @@ The process lives in its own process group, writes everything to the job's log f
 watches two things from a thread: the job's cancel flag in the db, and its parent (the worker). SIGTERM,
 the cancel flag or the worker's death ask the step to stop (``ctx.should_stop()``); a step that does not
 stop within the grace period after its worker died is ended here, marked interrupted.
+
+Under Slurm (``jobs.slurm``) the parent is slurmstepd, not a worker, and the job must run on when the worker that
+submitted it stops: the batch script sets ``HALA_WORKER_PID=0``, which turns the parent watch off (Slurm itself
+ends the job: scancel, time limit).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def _watch(ctx, url: str, job_id: int, parent_pid: int, done: threading.Event) -
                     ctx.request_stop("cancel requested")
         except Exception as e:  # a busy db must not kill the job; the next beat tries again
             print(f"heartbeat failed: {e}", file=sys.stderr, flush=True)
-        if parent_pid > 1 and os.getppid() != parent_pid:
+        if parent_pid > 1 and os.getppid() != parent_pid:  # 0: no worker to watch (Slurm)
             if orphaned_at is None:
                 orphaned_at = time.monotonic()
                 ctx.request_stop(f"worker process {parent_pid} died")
@@ -61,14 +65,28 @@ def _stop_status(url: str, job_id: int) -> str:
 
 def _launch_distributed(spec, ctx) -> bool:  # noqa: ANN001
     """A train spec with ``num_processes`` > 1 on a GPU machine: run it through ``accelerate launch`` (one
-    ``jobs.run_rank`` process per GPU, DDP or FSDP) and wait. False when it runs here as one process."""
+    ``jobs.run_rank`` process per GPU, DDP or FSDP) and wait. False when it runs here as one process.
+
+    On Slurm with ``slurm.nodes`` > 1 (inside the allocation): ``srun`` starts one ``accelerate launch`` per node,
+    which starts one rank per GPU; the rendezvous is the allocation's first host."""
     import subprocess
 
     import torch
 
     from hala_core.train import distributed_command
 
-    cmd, env, note = distributed_command(spec, ctx.job_id, torch.cuda.device_count())
+    slurm = getattr(spec, "slurm", None)
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if slurm is not None and slurm.nodes > 1:
+        if not nodelist:
+            raise RuntimeError(f"slurm.nodes is {slurm.nodes} but this process is not inside a Slurm allocation "
+                               "(no SLURM_JOB_NODELIST): submit it with executor: slurm")
+        from jobs.slurm import main_host
+
+        cmd, env, note = distributed_command(spec, ctx.job_id, torch.cuda.device_count(),
+                                             main_host=main_host(nodelist))
+    else:
+        cmd, env, note = distributed_command(spec, ctx.job_id, torch.cuda.device_count())
     if cmd is None:
         if spec.num_processes > 1:
             ctx.log(note)
@@ -77,8 +95,11 @@ def _launch_distributed(spec, ctx) -> bool:  # noqa: ANN001
     ctx.resolve_model(spec.base_model)
     for d in spec.datasets:
         ctx.resolve_dataset(d.dataset)
-    ctx.log(f"launch ({spec.num_processes} processes, {spec.distributed}"
-            f"{', CUDA_VISIBLE_DEVICES=' + spec.gpus if spec.gpus else ''}): {note}")
+    if slurm is not None and slurm.nodes > 1:
+        ctx.log(f"launch ({slurm.nodes} Slurm nodes, one launcher each, {spec.distributed}): {note}")
+    else:
+        ctx.log(f"launch ({spec.num_processes} processes, {spec.distributed}"
+                f"{', CUDA_VISIBLE_DEVICES=' + spec.gpus if spec.gpus else ''}): {note}")
     code = subprocess.call(cmd, env={**os.environ, **env, "HALA_LAUNCH_COMMAND": note})
     if code == 75 or (code != 0 and ctx.should_stop()):
         raise StopRequested("the training processes stopped; the last checkpoint is kept")
@@ -95,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     job_id = int(argv[0])
     settings = load_settings()
     url = settings.db_url
-    parent_pid = int(os.environ.get("HALA_WORKER_PID", os.getppid()))
+    # the worker to watch; 0 (set by the Slurm batch script): none — the parent is slurmstepd
+    parent_pid = int(os.environ.get("HALA_WORKER_PID") or os.getppid())
 
     with session_scope(url) as s:
         job = s.get(Job, job_id)

@@ -437,8 +437,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from jobs.worker import JobWorker, WorkerConfig
 
     settings = _settings()
+    names = tuple(n.strip() for n in args.executors.split(",") if n.strip()) if args.executors else None
     worker = JobWorker(settings, WorkerConfig(max_jobs=args.max_jobs, poll_s=args.poll,
-                                              global_limit=args.global_limit))
+                                              global_limit=args.global_limit, executors=names,
+                                              max_submitted=args.max_submitted))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: worker.stop_event.set())
     worker.run_forever()
@@ -469,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jobs this worker runs at once")
     k.add_argument("--global-limit", type=int, default=None, help="jobs running at once across all workers")
     k.add_argument("--poll", type=float, default=0.25, help="seconds between looks at the queue")
+    k.add_argument("--executors", default=os.environ.get("HALA_EXECUTORS"), metavar="local,slurm",
+                   help="executors to run (default: local plus those enabled in HALA_HOME/hala.yaml)")
+    k.add_argument("--max-submitted", type=int, default=None,
+                   help="Slurm jobs this worker keeps submitted at once (default: hala.yaml's max_submitted)")
     k.set_defaults(func=cmd_worker)
 
     r = sub.add_parser("run", help="queue a job from a spec file (YAML or JSON; - for stdin)")
