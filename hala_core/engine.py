@@ -1,18 +1,36 @@
 """The generation engine interface and its embedded transformers engine.
 
 Every part of the pipeline that generates text (translation, samples after a merge, chat, evaluation
-helpers) goes through ``Engine.generate``; a vLLM engine will sit behind the same interface.
+helpers) goes through ``Engine.generate``. Two engines sit behind it: :class:`TransformersEngine` (here) and
+:class:`hala_core.engine_vllm.VllmEngine`; :func:`make_engine` builds either by name, and :func:`vllm_available`
+says (cheaply, without importing vLLM) whether the second one can run in this environment.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 TORCH_DTYPES = ("float32", "float16", "bfloat16", "auto")
+ENGINES = ("transformers", "vllm")
+VLLM_MISSING = ("vLLM is not installed in this environment: install the `vllm` extra (GPU) or run "
+                "scripts/ensure-vllm-env (CPU build)")
+
+
+def vllm_available() -> tuple[bool, str]:
+    """(True, "") when the ``vllm`` package can be found here, else (False, the reason to show). Cheap: it looks
+    the package up without importing it."""
+    try:
+        spec = importlib.util.find_spec("vllm")
+        # a folder named vllm without __init__.py (tests/vllm on sys.path) is a namespace package: origin None
+        found = spec is not None and spec.origin is not None
+    except (ImportError, ValueError):
+        found = False
+    return (True, "") if found else (False, VLLM_MISSING)
 
 
 class GenerationSettings(BaseModel):
@@ -113,3 +131,22 @@ class TransformersEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def make_engine(name: str, model_path: str | Path, device: str = "cpu", dtype: str = "float32",
+                **vllm_options: Any) -> Any:
+    """The engine called ``name`` (``transformers``/``hf`` or ``vllm``) on ``model_path``.
+
+    ``vllm_options`` (tensor_parallel_size, gpu_memory_utilization, max_model_len, enforce_eager, kv_cache_gb,
+    quantization, …) go to :class:`hala_core.engine_vllm.VllmEngine` and are ignored by the transformers engine.
+    ValueError when the name is unknown or vLLM is not installed (with the reason)."""
+    if name in ("transformers", "hf"):
+        return TransformersEngine(model_path, device=device, dtype=dtype)
+    if name == "vllm":
+        ok, reason = vllm_available()
+        if not ok:
+            raise ValueError(reason)
+        from hala_core.engine_vllm import VllmEngine
+
+        return VllmEngine(model_path, device=device, dtype=dtype, **vllm_options)
+    raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")

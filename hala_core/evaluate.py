@@ -28,6 +28,11 @@ What is recorded (``ctx.record_eval``, one call per model):
   the raw log-likelihoods is the gold one: lm-eval's per-sample ``acc``) and ``score`` (the per-sample headline
   metric). Translation: prompt, generated translation, reference, ``correct=None`` and the sentence chrF++.
 
+With ``engine: vllm`` the multiple-choice benchmarks run on lm-eval's ``vllm`` model (made by
+:func:`hala_core.engine_vllm.lm_eval_vllm`: the CPU build needs a shim for lm-eval, and the CPU environment defaults
+are set first) and the translation benchmarks on :class:`hala_core.engine_vllm.VllmEngine` wrapping the same
+``vllm.LLM``, so each model is loaded once.
+
 A report artifact per model (``eval-job<id>-<model>``) keeps lm-eval's results JSON without the per-sample logs,
 the translation scores, and a Markdown table.
 """
@@ -184,16 +189,36 @@ def plan_lm_eval(benches: list[bm.Benchmark], index: dict[str, Any]) -> tuple[li
     return calls, leaves
 
 
+def load_vllm_lm(model: EvalModel, spec: EvalSpec, device: str, dtype: str) -> Any:
+    """lm-eval's ``vllm`` model for ``model`` with the spec's vLLM options (see
+    :func:`hala_core.engine_vllm.lm_eval_vllm`); its ``.model`` (the ``vllm.LLM``) also serves the translation
+    benchmarks."""
+    from hala_core.engine_vllm import lm_eval_vllm
+
+    try:
+        return lm_eval_vllm(model.path, dtype=dtype, device=device, batch_size=spec.batch_size,
+                            **spec.vllm.engine_kwargs())
+    except (StopRequested, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - say which model, keep the cause chained
+        raise ValueError(f"model {model.ref!r}: vLLM could not load it: {type(e).__name__}: {e}") from e
+
+
 def run_lm_eval(model: EvalModel, tasks: list[str], task_manager: Any, spec: EvalSpec, device: str,
-                dtype: str) -> dict[str, Any]:
+                dtype: str, lm: Any = None) -> dict[str, Any]:
+    """One ``lm_eval.simple_evaluate`` call: lm-eval's ``hf`` model from the path, or ``lm`` (an lm-eval model
+    made earlier: the ``vllm`` one) when given."""
     import lm_eval
 
     path = str(model.path)
-    model_args: str | dict[str, Any] = (f"pretrained={path},dtype={dtype}" if not re.search(r"[,=]", path)
-                                        else {"pretrained": path, "dtype": dtype})
+    model_args: str | dict[str, Any] | None = (f"pretrained={path},dtype={dtype}" if not re.search(r"[,=]", path)
+                                               else {"pretrained": path, "dtype": dtype})
+    if lm is not None:
+        model_args = None
     try:
         res = lm_eval.simple_evaluate(
-            model="hf", model_args=model_args, tasks=list(tasks), task_manager=task_manager,
+            model=lm if lm is not None else "hf", model_args=model_args, tasks=list(tasks),
+            task_manager=task_manager,
             num_fewshot=spec.num_fewshot, limit=spec.limit, batch_size=spec.batch_size, device=device,
             log_samples=True, apply_chat_template=spec.apply_chat_template,
         )
@@ -504,32 +529,49 @@ def evaluate_step(spec: EvalSpec, ctx: RunContext) -> None:
         timings: dict[str, float] = {}
         raw_results: list[dict[str, Any]] = []
         translations: list[dict[str, Any]] = []
-        if lm_benches:
-            for call in calls:
-                check_stop(f"before evaluating {model.ref} on {', '.join(call)}")
-                ctx.progress(done, total, f"{model.ref}: {', '.join(b.name for b in lm_benches)} (lm-eval)")
-                t0 = time.perf_counter()
-                raw_results.append(run_lm_eval(model, call, task_manager, spec, device, dtype))
-                timings["lm_eval_" + "+".join(call)[:80]] = round(time.perf_counter() - t0, 3)
-            merged = _merge_results(raw_results)
-            r, s, sc, used = lm_eval_records(merged, lm_benches, leaves, harness_version, log=ctx.log)
-            results += r
-            samples += s
-            scores.update(sc)
-            headlines.update(used)
-            done += len(lm_benches)
-            ctx.progress(done, total, f"{model.ref}: lm-eval done")
-            if tr_benches or mi + 1 < len(models):
-                gc.collect()  # lm-eval's model is garbage now: free it before the next one is loaded (0.2 s)
         engine = None
+        vllm_lm = None
         try:
+            if lm_benches:
+                if spec.engine == "vllm":
+                    check_stop(f"before loading {model.ref} into vLLM")
+                    ctx.progress(done, total, f"{model.ref}: loading into vLLM")
+                    t0 = time.perf_counter()
+                    vllm_lm = load_vllm_lm(model, spec, device, dtype)
+                    timings["vllm_load"] = round(time.perf_counter() - t0, 3)
+                    ctx.log(f"{model.ref}: loaded into vLLM in {timings['vllm_load']:.1f} s")
+                for call in calls:
+                    check_stop(f"before evaluating {model.ref} on {', '.join(call)}")
+                    ctx.progress(done, total, f"{model.ref}: {', '.join(b.name for b in lm_benches)} (lm-eval)")
+                    t0 = time.perf_counter()
+                    raw_results.append(run_lm_eval(model, call, task_manager, spec, device, dtype, lm=vllm_lm))
+                    timings["lm_eval_" + "+".join(call)[:80]] = round(time.perf_counter() - t0, 3)
+                merged = _merge_results(raw_results)
+                r, s, sc, used = lm_eval_records(merged, lm_benches, leaves, harness_version, log=ctx.log)
+                results += r
+                samples += s
+                scores.update(sc)
+                headlines.update(used)
+                done += len(lm_benches)
+                ctx.progress(done, total, f"{model.ref}: lm-eval done")
+                if vllm_lm is not None:  # its LLM serves the translations too, or is shut down now
+                    from hala_core.engine_vllm import VllmEngine
+
+                    engine = VllmEngine.from_llm(vllm_lm.model, device=device)
+                    vllm_lm = None
+                    if not tr_benches:
+                        engine.close()
+                        engine = None
+                if tr_benches or mi + 1 < len(models):
+                    gc.collect()  # lm-eval's model is garbage now: free it before the next one is loaded (0.2 s)
             for b in tr_benches:
                 check_stop(f"before evaluating {model.ref} on {b.name}")
                 ctx.progress(done, total, f"{model.ref}: {b.name} (translation)")
                 if engine is None:
-                    from hala_core.engine import TransformersEngine
+                    from hala_core.engine import make_engine
 
-                    engine = TransformersEngine(model.path, device=device, dtype=dtype)
+                    engine = make_engine("vllm" if spec.engine == "vllm" else "transformers", model.path,
+                                         device=device, dtype=dtype, **spec.vllm.engine_kwargs())
                 r, s, headline, detail = run_translation(engine, b, spec, ntrex)  # type: ignore[arg-type]
                 results += r
                 samples += s
@@ -539,6 +581,10 @@ def evaluate_step(spec: EvalSpec, ctx: RunContext) -> None:
                 done += 1
                 ctx.progress(done, total, f"{model.ref}: {b.name} done")
         finally:
+            if vllm_lm is not None:  # lm-eval failed or was stopped: shut its vLLM engine down
+                from hala_core.engine_vllm import shutdown_llm
+
+                shutdown_llm(vllm_lm.model)
             if engine is not None:
                 engine.close()
         ctx.record_eval(model.ref, model.artifact_id, results, samples)
@@ -556,7 +602,7 @@ def evaluate_step(spec: EvalSpec, ctx: RunContext) -> None:
                 "benchmarks": [b.name for b in benches], "scores": ordered,
                 "headline": headlines, "harness_version": harness_version or None,
                 "limit": spec.limit, "num_fewshot": spec.num_fewshot, "device": device, "dtype": dtype,
-                "parameters": model.info.parameters,
+                "engine": spec.engine, "parameters": model.info.parameters,
                 "licences": {b.name: b.licence for b in benches},
                 "stand_ins": {b.name: b.stand_in for b in benches if b.stand_in}}
         if model.metadata.get("demo"):

@@ -83,7 +83,7 @@ def _eta(seconds: float) -> str:
 
 
 def translate_step(spec: TranslateSpec, ctx: RunContext) -> None:
-    from hala_core.engine import TransformersEngine
+    from hala_core.engine import make_engine
     from hala_core.evaluate import pick_device, resolve_eval_model
     from hala_core.filters import FilterThresholds
     from hala_core.translation import score
@@ -102,10 +102,12 @@ def translate_step(spec: TranslateSpec, ctx: RunContext) -> None:
     else:
         ctx.log(f"translation {name!r} of corpus {spec.corpus!r}: {total} segments, {spec.direction}, "
                 f"template {spec.template}, translator {spec.model}")
-    ctx.progress(done, total, "loading the translator")
+    ctx.progress(done, total, f"loading the translator ({spec.engine})")
     device, auto_dtype = pick_device(spec.device)
     dtype = auto_dtype if spec.dtype == "auto" else spec.dtype
-    engine = TransformersEngine(model.path, device=device, dtype=dtype)
+    t_load = time.monotonic()
+    engine = make_engine(spec.engine, model.path, device=device, dtype=dtype, **spec.vllm.engine_kwargs())
+    ctx.log(f"engine {spec.engine} on {device} ({dtype}) loaded in {time.monotonic() - t_load:.1f} s")
     chunk = max(spec.commit_every, 1)
     after, new, generated_tokens = 0, 0, 0
     started = time.monotonic()

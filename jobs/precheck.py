@@ -27,10 +27,35 @@ def _check_output_free(s: Session, settings: Settings, name: str) -> None:
         raise ValueError(f"output folder {out_dir} already exists and is not empty; choose another name")
 
 
+def check_executor(settings: Settings, spec: BaseSpec) -> None:
+    """Refuse an executor the workspace has not enabled: no worker would ever claim the job."""
+    executor = getattr(spec, "executor", "local")
+    if executor == "local":
+        return
+    from hala_core.executor_config import enabled_executors, load_executor_config
+
+    if executor not in enabled_executors(load_executor_config(settings.home)):
+        raise ValueError(f"executor {executor!r} is not enabled in this workspace: an admin enables it under "
+                         f"Runs → Executors (saved in {settings.home / 'hala.yaml'}); executors enabled here: "
+                         f"{', '.join(enabled_executors(load_executor_config(settings.home)))}")
+
+
+def check_engine(spec: EvalSpec | TranslateSpec) -> None:
+    """Refuse the vLLM engine up front where vLLM is not installed (the reason says how to get it). A job sent to
+    Slurm runs with the compute nodes' Python (``hala.yaml``), which is not checked from here."""
+    if spec.engine == "vllm" and spec.executor == "local":
+        from hala_core.engine import vllm_available
+
+        ok, reason = vllm_available()
+        if not ok:
+            raise ValueError(f"engine vllm: {reason}")
+
+
 def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | str) -> BaseSpec:
     """Validate a spec and the things it points at; raise ValueError saying what is wrong."""
     if not isinstance(spec, BaseSpec):
         spec = parse_spec(spec)
+    check_executor(settings, spec)
     if isinstance(spec, MergeSpec):
         from hala_core.merge import validate_merge
 
@@ -53,6 +78,7 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
     elif isinstance(spec, EvalSpec):
         from hala_core.evaluate import prepare_benchmarks, resolve_eval_model
 
+        check_engine(spec)
         for ref in spec.models:
             resolve_eval_model(ref, lambda r: resolve_model_ref(s, settings, r))
         prepare_benchmarks(spec.benchmarks, settings.home, settings.data_dir)
@@ -60,6 +86,7 @@ def precheck(s: Session, settings: Settings, spec: BaseSpec | dict[str, Any] | s
         from db.corpora import check_translation
         from hala_core.evaluate import resolve_eval_model
 
+        check_engine(spec)
         check_translation(s, spec.corpus, spec.run_name(), model_ref=spec.model, direction=spec.direction,
                           template=spec.template, settings=spec.settings_key())
         resolve_eval_model(spec.model, lambda r: resolve_model_ref(s, settings, r), purpose="translation")
