@@ -79,9 +79,14 @@ def _has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def _plain_prompt(messages: list[dict]) -> str:
+def plain_prompt(messages: list[dict]) -> str:
+    """The prompt for a model without a chat template: ``System: …\nUser: …\nAssistant:`` (also used for such
+    models behind an OpenAI-compatible server, on its ``/v1/completions`` endpoint)."""
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
     return "\n".join([*lines, "Assistant:"])
+
+
+_plain_prompt = plain_prompt
 
 
 def _merge_system(messages: list[dict]) -> list[dict]:

@@ -1,7 +1,9 @@
 """Chat: live, streaming demos of one model, and an arena where two or three models answer side by side.
 
 Models are loaded into this (the UI) process through a memory-budgeted cache; chat runs on the CPU unless
-HALA_CHAT_DEVICE says otherwise, so it never takes a GPU from the jobs (see the README). Every reply is
+HALA_CHAT_DEVICE says otherwise, so it never takes a GPU from the jobs (see the README). The chat can also run
+on a vLLM model server (a long-lived process per model, owned by this workbench process and kept between
+messages and browser sessions; see hala_core.vllm_server) or on any OpenAI-compatible URL. Every reply is
 escaped and shown as text; each bubble takes the direction of its text (Arabic right-to-left)."""
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from jobs.resolve import resolve_model_ref
 from workbench.auth import REVIEW_ROLES, Caller, require
 from workbench.ui import esc, model_choices
 
+ENGINES = ("transformers", "vLLM server", "OpenAI-compatible URL")
 EXAMPLES = ("ما هي عاصمة المملكة العربية السعودية؟", "اكتب قصيدة قصيرة عن البحر.",
             "اشرح الفرق بين الذكاء الاصطناعي وتعلّم الآلة بجملتين.", "ترجم إلى العربية: The weather is nice today.")
 LETTERS = "ABC"
 
 _cache = None
 _limiter = None
+_pool = None
 _stops: dict[str, threading.Event] = {}
 _lock = threading.Lock()
 
@@ -40,6 +44,17 @@ def cache():  # noqa: ANN201
             budget = float(os.environ.get("HALA_CHAT_MEMORY_GB", "4")) * 1024**3
             _cache = ModelCache(int(budget), idle_s=float(os.environ.get("HALA_CHAT_IDLE_S", "900")))
         return _cache
+
+
+def vllm_pool(settings: Settings):  # noqa: ANN201
+    """The vLLM servers of this workbench process (one at a time unless HALA_VLLM_MAX_SERVERS says more)."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            from hala_core.vllm_server import VllmServerPool
+
+            _pool = VllmServerPool(log_dir=settings.home / "vllm-servers")
+        return _pool
 
 
 def limiter():  # noqa: ANN201
@@ -104,6 +119,88 @@ def _load(settings: Settings, ref: str):  # noqa: ANN202
         raise gr.Error(f"model {ref!r} could not be loaded: {e}") from None
 
 
+def _vllm_state() -> tuple[bool, str]:
+    from hala_core.vllm_server import vllm_server_available
+
+    return vllm_server_available()
+
+
+def _backend(settings: Settings, ref: str, engine: str, url: str, url_model: str):  # noqa: ANN202
+    """A generator: yields progress notes while the chat backend gets ready, returns it (``yield from``).
+
+    transformers: the in-process model cache; vLLM server: a pooled server for the model (started on first
+    use); OpenAI-compatible URL: a client of that endpoint. Errors are gr.Error (the vLLM log tail included)."""
+    from hala_core.vllm_server import OpenAIChatClient, VllmServerError
+
+    if engine == ENGINES[2]:
+        if not (url or "").strip():
+            raise gr.Error("enter the base URL of the OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1)")
+        client = OpenAIChatClient(url.strip(), (url_model or "").strip())
+        if not client.model:
+            try:
+                names = client.models()
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
+            if not names:
+                raise gr.Error(f"{url} serves no model")
+            client.model = names[0]
+        return client
+    if engine != ENGINES[1]:
+        return _load(settings, ref)
+    ok, reason = _vllm_state()
+    if not ok:
+        raise gr.Error(reason)
+    path = _resolve_path(settings, ref)
+    progress: list[str] = []
+    result: dict[str, Any] = {}
+
+    def start() -> None:
+        try:
+            result["server"] = vllm_pool(settings).get(
+                path, "float32", name=ref, max_model_len=int(os.environ.get("HALA_VLLM_MAX_MODEL_LEN", "2048")),
+                on_progress=lambda _s, msg: progress.append(msg))
+        except Exception as e:  # noqa: BLE001 — shown to the user below
+            result["error"] = e
+
+    th = threading.Thread(target=start, name="hala-vllm-start", daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    while th.is_alive():
+        th.join(0.5)
+        yield progress[-1] if progress else f"starting vLLM server for {ref}… {time.monotonic() - t0:.0f} s"
+    err = result.get("error")
+    if isinstance(err, VllmServerError):
+        head, _, tail = str(err).partition("\n")
+        raise _ServerFailed(head, tail)
+    if err is not None:
+        raise gr.Error(f"model {ref!r} could not be served by vLLM: {err}") from None
+    return result["server"].client()
+
+
+class _ServerFailed(Exception):
+    def __init__(self, message: str, log_tail: str) -> None:
+        super().__init__(message)
+        self.message, self.log_tail = message, log_tail
+
+
+def _engine_info() -> str:
+    ok, reason = _vllm_state()
+    return "vLLM server: available" if ok else f"vLLM server: unavailable — {reason}"
+
+
+def _resolve_path(settings: Settings, ref: str) -> str:
+    if not ref:
+        raise gr.Error("choose a model first")
+    try:
+        with read_scope(settings.db_url) as s:
+            resolved = resolve_model_ref(s, settings, ref)
+    except ValueError as e:
+        raise gr.Error(f"model {ref!r} could not be found: {e}") from None
+    if resolved.path is None:
+        raise gr.Error(f"model {ref!r} is a hub id that is not downloaded, and no hub can be reached from here")
+    return str(resolved.path)
+
+
 def _stop_event(request: gr.Request) -> threading.Event:
     ev = threading.Event()
     _stops[request.session_hash or "local"] = ev
@@ -144,6 +241,12 @@ def _build_chat(demo: gr.Blocks, settings: Settings) -> None:
         model = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="model",
                             allow_custom_value=True, elem_id="chat-model")
         system = gr.Textbox("", label="system prompt", lines=1, elem_id="chat-system", elem_classes="bidi-input")
+    with gr.Row():
+        engine = gr.Radio(list(ENGINES), value=ENGINES[0], label="engine", info=_engine_info(), elem_id="chat-engine")
+        url = gr.Textbox("", label="OpenAI-compatible base URL", placeholder="http://127.0.0.1:8000/v1",
+                         visible=False, elem_id="chat-url")
+        url_model = gr.Textbox("", label="model name on that server (empty: the first it serves)", visible=False,
+                               elem_id="chat-url-model")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():
             temp = gr.Slider(0, 2, value=0.7, step=0.05, label="temperature (0 = greedy)", elem_id="chat-temp")
@@ -168,9 +271,17 @@ def _build_chat(demo: gr.Blocks, settings: Settings) -> None:
             gr.Button(ex, size="sm").click(lambda e=ex: e, None, text, api_visibility="private")
     state = gr.State({"id": None, "messages": []})
 
-    def stream(ref, sys_prompt, msgs, conv_id, gen, request):  # noqa: ANN001, ANN202
+    def stream(ref, sys_prompt, msgs, conv_id, gen, request, eng=ENGINES[0], base_url="", served=""):  # noqa: ANN001, ANN202
         yield render(msgs), "⏳ loading the model…", gr.update()
-        chat_model = _load(settings, ref)
+        ready = _backend(settings, ref, eng, base_url, served)
+        try:
+            while True:
+                yield render(msgs), f"⏳ {next(ready)}", gr.update()
+        except StopIteration as done:
+            chat_model = done.value
+        except _ServerFailed as e:
+            yield render(msgs), f"❌ {e.message}\n\n```\n{e.log_tail}\n```", gr.update()
+            raise gr.Error(e.message) from None
         stop_ev = _stop_event(request)
         answer = ""
         try:
@@ -178,9 +289,17 @@ def _build_chat(demo: gr.Blocks, settings: Settings) -> None:
         except ValueError as e:
             raise gr.Error(str(e)) from None
         notes = " ".join(f"⚠️ {n}" for n in getattr(it, "notices", None) or chat_model.notices or [])
-        for chunk in it:
-            answer += chunk
-            yield render([*msgs, {"role": "assistant", "content": answer}]), notes, gr.update()
+        if eng != ENGINES[0]:
+            notes = (f"{eng}: {getattr(chat_model, 'base_url', '')} · " + notes).strip()
+        try:
+            for chunk in it:
+                answer += chunk
+                yield render([*msgs, {"role": "assistant", "content": answer}]), notes, gr.update()
+        except RuntimeError as e:  # the model server failed mid-reply
+            raise gr.Error(str(e)) from None
+        finally:
+            if hasattr(it, "close"):
+                it.close()  # on Stop (cancel) too: a vLLM request is aborted when its HTTP response is closed
         full = [*msgs, {"role": "assistant", "content": answer}]
         stats = getattr(it, "stats", None) or {}
         if stats.get("tokens_per_s"):
@@ -192,23 +311,32 @@ def _build_chat(demo: gr.Blocks, settings: Settings) -> None:
                                     gen.model_dump(), {ref: full})
         yield render(full), notes, {"id": cid, "messages": full}
 
-    def on_send(ref, sys_prompt, msg, st, t, p, mx, rp, request: gr.Request):  # noqa: ANN001, ANN202
+    def on_send(ref, sys_prompt, msg, st, t, p, mx, rp, eng, base_url, served, request: gr.Request):  # noqa: ANN001, ANN202
         _who(settings, request)
         msgs = _with_user(st["messages"], sys_prompt, msg)
-        yield from _also_clear(stream(ref, sys_prompt, msgs, st["id"], _settings(t, p, mx, rp), request))
+        yield from _also_clear(stream(ref, sys_prompt, msgs, st["id"], _settings(t, p, mx, rp), request,
+                                      eng, base_url, served))
 
     def _also_clear(gen):  # noqa: ANN001, ANN202
         for view_html, note, new_state in gen:
             yield view_html, note, new_state, ""
 
-    def on_regen(ref, sys_prompt, st, t, p, mx, rp, request: gr.Request):  # noqa: ANN001, ANN202
+    def on_regen(ref, sys_prompt, st, t, p, mx, rp, eng, base_url, served, request: gr.Request):  # noqa: ANN001, ANN202
         _who(settings, request)
         msgs = list(st["messages"])
         while msgs and msgs[-1]["role"] == "assistant":
             msgs.pop()
         if not msgs or msgs[-1]["role"] != "user":
             raise gr.Error("nothing to regenerate: send a message first")
-        yield from _also_clear(stream(ref, sys_prompt, msgs, st["id"], _settings(t, p, mx, rp), request))
+        yield from _also_clear(stream(ref, sys_prompt, msgs, st["id"], _settings(t, p, mx, rp), request,
+                                      eng, base_url, served))
+
+    def on_engine(eng: str):  # noqa: ANN202
+        ok, reason = _vllm_state()
+        if eng == ENGINES[1] and not ok:
+            return gr.update(value=ENGINES[0]), gr.update(visible=False), gr.update(visible=False), f"⚠️ {reason}"
+        remote = eng == ENGINES[2]
+        return gr.update(), gr.update(visible=remote), gr.update(visible=remote), ""
 
     def on_stop(request: gr.Request) -> str:
         ev = _stops.get(request.session_hash or "local")
@@ -242,7 +370,8 @@ def _build_chat(demo: gr.Blocks, settings: Settings) -> None:
             msgs = next(iter(conv.messages.values()), [])
             return render(msgs), {"id": conv.id, "messages": msgs}
 
-    gen_inputs = [temp, top_p, max_new, rep]
+    gen_inputs = [temp, top_p, max_new, rep, engine, url, url_model]
+    engine.change(on_engine, engine, [engine, url, url_model, notice], api_visibility="private")
     send_ev = send.click(on_send, [model, system, text, state, *gen_inputs], [view, notice, state, text],
                          api_name="chat")
     submit_ev = text.submit(on_send, [model, system, text, state, *gen_inputs], [view, notice, state, text],
