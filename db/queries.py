@@ -44,8 +44,17 @@ def jobs_table(s: Session, kind: str | None = None, status: str | None = None, o
         out.append({"id": j.id, "kind": j.kind, "status": j.status, "owner": j.owner or "",
                     "progress": progress_text(j), "created": _fmt(j.created_at),
                     "duration_s": round(d, 1) if d is not None else None,
-                    "name": (j.spec or {}).get("output") or ""})
+                    "name": (j.spec or {}).get("output") or "", "where": where_text(j)})
     return out
+
+
+def where_text(j: Job) -> str:
+    """Where a job runs, for the Runs table: ``local``, or ``slurm 42 · RUNNING`` once submitted."""
+    if j.executor != "slurm":
+        return j.executor or "local"
+    handle = j.executor_handle or ""
+    slurm_id = handle.split(":", 1)[1] if handle.startswith("slurm:") else ""
+    return " · ".join(x for x in ("slurm", slurm_id, j.executor_state or "") if x).replace("slurm · ", "slurm ", 1)
 
 
 def job_artifacts(s: Session, job_id: int) -> list[dict[str, Any]]:
@@ -65,6 +74,7 @@ def job_summary(s: Session, job_id: int, with_spec: bool = False) -> dict[str, A
         "progress_message": j.progress_message, "created": _fmt(j.created_at), "started": _fmt(j.started_at),
         "finished": _fmt(j.finished_at), "duration_s": round(d, 1) if d is not None else None,
         "worker": j.worker_id, "executor": j.executor, "handle": j.executor_handle, "pid": j.pid,
+        "executor_state": j.executor_state, "where": where_text(j),
         "exit_code": j.exit_code, "error": j.error, "log_path": j.log_path, "cancel_requested": j.cancel_requested,
         "parent_id": j.parent_id, "resume_of_id": j.resume_of_id, "result": j.result,
         "artifacts": job_artifacts(s, job_id),

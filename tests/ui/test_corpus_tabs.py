@@ -229,7 +229,9 @@ def server(tmp_path_factory, demo_models_dir):  # noqa: ANN001, ANN201
 
 
 IMPORT_ARGS = [None, "../shared/data/ntrex128_en_ar", "auto", "", "en", "", "abort", "", 256, False, 10, "", "sneaky"]
-TRANSLATE_ARGS = ["ntrex-sample", "demo-lfm2-a", "en-ar", "chat", 8, 0, 1.0, 1.0, 8, 16, 24, "sneaky"]
+TRANSLATE_ARGS = ["ntrex-sample", "demo-lfm2-a", "en-ar", "chat", 8, 0, 1.0, 1.0, 8, 16, 24, "sneaky",
+                  "transformers", 1, 0.9, 0, "auto", 0,  # engine, then the vLLM options
+                  "local", "", 1, 0, 0, "", "", ""]  # where it runs: the executor and its Slurm resources
 
 
 @pytest.mark.slow

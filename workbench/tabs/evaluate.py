@@ -11,6 +11,8 @@ import gradio as gr
 from hala_core.settings import Settings
 from hala_core.specs import EvalSpec, parse_spec
 from workbench.auth import LAUNCH_ROLES, caller, require
+from workbench.executor_ui import executor_picker, with_executor
+from workbench.tabs.translate import engine_controls, engine_fields
 from workbench.ui import esc, job_error_html, job_header, latest_job, model_choices, progress_html, submit_job
 
 
@@ -29,10 +31,10 @@ def benchmark_choices(settings: Settings) -> list[tuple[str, str]]:
 
 
 def build_spec(models: list[str] | str | None, benches: list[str] | None, fewshot: float, limit: float | None,
-               chat: bool, batch: float) -> EvalSpec:
+               chat: bool, batch: float, engine: str | None = None, *vllm_options: Any) -> EvalSpec:
     if isinstance(models, str):
         models = [models]
-    data: dict[str, Any] = {"kind": "eval", "models": list(models or []), "benchmarks": list(benches or []),
+    data: dict[str, Any] = {"kind": "eval", **engine_fields(engine, *vllm_options), "models": list(models or []), "benchmarks": list(benches or []),
                             "num_fewshot": int(fewshot or 0), "apply_chat_template": bool(chat),
                             "batch_size": int(batch or 8)}
     if limit:
@@ -76,7 +78,8 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         limit = gr.Number(50, precision=0, label="limit (examples per task; empty = all)", elem_id="eval-limit")
         chat = gr.Checkbox(False, label="apply chat template")
         batch = gr.Number(8, precision=0, label="batch size")
-        gr.Radio(["hf"], value="hf", label="engine", info="vLLM: not installed here (the `vllm` extra adds it)")
+    engine, vllm_opts = engine_controls("eval", "hf")
+    where = executor_picker(settings, "evaluate")
     with gr.Row():
         go = gr.Button("Evaluate", variant="primary", elem_id="eval-run")
         show = gr.Button("Show spec")
@@ -99,18 +102,21 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         add = gr.Button("Add benchmark")
         add_msg = gr.Markdown(elem_id="bench-message")
 
-    inputs = [models, benches, fewshot, limit, chat, batch]
+    inputs = [models, benches, fewshot, limit, chat, batch, engine, *vllm_opts, *where.inputs]
+    n_spec = len(inputs) - len(where.inputs)  # the form's own fields; the executor picker's come after them
 
     def on_show(*vals):  # noqa: ANN002, ANN202
         try:
-            return gr.update(visible=True, value=build_spec(*vals).to_yaml())
+            return gr.update(visible=True, value=with_executor(build_spec(*vals[:n_spec]), vals[n_spec:]).to_yaml())
         except ValueError as e:
             raise gr.Error(str(e)) from None
 
-    def on_eval(m, b, f, lim, ch, bs, request: gr.Request):  # noqa: ANN001, ANN202
+    def on_eval(m, b, f, lim, ch, bs, eng, v_tp, v_mem, v_len, v_eager, v_kv,  # noqa: ANN001, ANN202
+                ex, ex_part, ex_nodes, ex_gpus, ex_cpus, ex_mem, ex_time, ex_sbatch, request: gr.Request):
         who = require(settings, request, LAUNCH_ROLES, "launching an evaluation")
         try:
-            spec = build_spec(m, b, f, lim, ch, bs)
+            spec = build_spec(m, b, f, lim, ch, bs, eng, v_tp, v_mem, v_len, v_eager, v_kv)
+            spec = with_executor(spec, (ex, ex_part, ex_nodes, ex_gpus, ex_cpus, ex_mem, ex_time, ex_sbatch))
         except ValueError as e:
             raise gr.Error(str(e)) from None
         job_id = submit_job(settings, spec, who.name, "evaluation")

@@ -15,16 +15,17 @@ from hala_core.registry import STEPS
 from hala_core.settings import Settings
 from jobs import queue
 from jobs.logs import read_log_tail
-from workbench.auth import LAUNCH_ROLES, REVIEW_ROLES, Caller, require
+from workbench.auth import ADMIN_ROLES, LAUNCH_ROLES, REVIEW_ROLES, Caller, require
+from workbench.executor_ui import build_executor_settings
 from workbench.ui import bidi, esc, kv_table, progress_html
 
-COLUMNS = ["id", "kind", "status", "owner", "progress", "output", "created", "duration_s"]
+COLUMNS = ["id", "kind", "status", "where", "owner", "progress", "output", "created", "duration_s"]
 
 
 def table_rows(settings: Settings, kind: str, status: str, owner: str) -> list[list[Any]]:
     with read_scope(settings.db_url) as s:
         rows = jobs_table(s, kind=kind or None, status=status or None, owner=owner or None)
-    return [[r["id"], r["kind"], r["status"], r["owner"], r["progress"], r["name"], r["created"],
+    return [[r["id"], r["kind"], r["status"], r["where"], r["owner"], r["progress"], r["name"], r["created"],
              r["duration_s"]] for r in rows]
 
 
@@ -69,7 +70,7 @@ def detail_view(settings: Settings, job_id: int | None) -> tuple[str, str, Any, 
     facts = kv_table([("owner", info["owner"]), ("attempt", info["attempt"]), ("created", info["created"]),
                       ("started", info["started"]), ("finished", info["finished"]),
                       ("duration (s)", info["duration_s"]), ("worker", info["worker"]),
-                      ("process", info["handle"]), ("exit code", info["exit_code"]),
+                      ("runs on", info["where"]), ("process", info["handle"]), ("exit code", info["exit_code"]),
                       ("cancel requested", "yes" if info["cancel_requested"] else ""),
                       ("retry/clone of job", info["parent_id"]), ("log", info["log_path"])])
     if info["error"]:
@@ -197,6 +198,9 @@ def build(demo: gr.Blocks, settings: Settings, secret: str) -> None:
     for f in (f_kind, f_status, f_owner):
         f.change(lambda k, st, o: table_rows(settings, k, st, o), [f_kind, f_status, f_owner], table,
                  api_visibility="private")
+    on_open_executors, executor_fields, executor_msg = build_executor_settings(
+        settings, lambda request: require(settings, request, ADMIN_ROLES, "changing executor settings"))
+    demo.load(on_open_executors, None, [*executor_fields, executor_msg], api_visibility="private")
     timer = gr.Timer(2.0)
     timer.tick(on_tick, [f_kind, f_status, f_owner, job_id], [table, *live_out], api_visibility="private",
                show_progress="hidden")

@@ -19,6 +19,7 @@ from hala_core.settings import Settings
 from hala_core.specs import TrainSpec, parse_spec
 from jobs import queue
 from workbench.auth import LAUNCH_ROLES, Caller, caller, require
+from workbench.executor_ui import executor_fields, executor_picker
 from workbench.ui import esc, job_error_html, job_header, kv_table, latest_job, progress_html, submit_job
 
 PRESET_HELP = {
@@ -48,7 +49,12 @@ FORM_DEFAULTS: dict[str, Any] = {
     "save_steps": 500, "eval_steps": 0, "logging_steps": 10, "seed": 42, "precision": "auto",
     "gradient_checkpointing": False, "advanced": "", "num_processes": 1, "gpus": "", "distributed": "ddp",
     "output": "",
+    # where it runs (workbench.executor_ui): local, or Slurm with these resources
+    "executor": "local", "slurm_partition": "", "slurm_nodes": 1, "slurm_gpus": 0, "slurm_cpus": 0, "slurm_mem": "",
+    "slurm_time": "", "slurm_sbatch": "",
 }
+EXECUTOR_FIELDS = ("executor", "slurm_partition", "slurm_nodes", "slurm_gpus", "slurm_cpus", "slurm_mem",
+                   "slurm_time", "slurm_sbatch")
 FORM_FIELDS = tuple(FORM_DEFAULTS)
 # Spec fields the form passes through as they are (None = keep the spec's default).
 _INT_FIELDS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "save_steps",
@@ -148,6 +154,7 @@ def build_spec(**form: Any) -> TrainSpec:
         lora["target_modules"] = [t.strip() for t in re.split(r"[,\s]+", f["lora_targets"]) if t.strip()]
     if lora:
         data["lora"] = lora
+    data.update(executor_fields(*(f[k] for k in EXECUTOR_FIELDS)))
     spec = parse_spec(data)
     assert isinstance(spec, TrainSpec)
     return spec
@@ -541,6 +548,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
                           elem_id="train-compare")
     compare_plot = gr.Plot(label="loss by run", elem_id="train-compare-plot")
 
+    where = executor_picker(settings, "train")
     form = {"preset": preset, "base_model": base, "datasets": data, "weights": weights, "eval_split": eval_split,
             "method": method, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "lora_targets": lora_targets, "merge_lora": merge_lora, "learning_rate": lr, "num_train_epochs": epochs,
@@ -549,7 +557,7 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
             "weight_decay": weight_decay, "assistant_only_loss": assistant_only, "save_steps": save_steps,
             "eval_steps": eval_steps, "logging_steps": logging_steps, "seed": seed, "precision": precision,
             "gradient_checkpointing": grad_ckpt, "advanced": advanced, "num_processes": num_processes, "gpus": gpus,
-            "distributed": distributed, "output": output}
+            "distributed": distributed, "output": output, **dict(zip(EXECUTOR_FIELDS, where.inputs, strict=True))}
     assert tuple(form) == FORM_FIELDS
 
     seen = gr.State("")  # what the live view last drew (redraw only on change)

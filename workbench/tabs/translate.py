@@ -14,9 +14,11 @@ from db.corpora import list_corpora, run_status
 from db.models import Corpus, Job, Translation, TranslationRun
 from db.queries import job_metrics
 from db.session import read_scope
+from hala_core.engine import vllm_available
 from hala_core.settings import Settings
 from hala_core.specs import TranslateSpec, parse_spec
 from workbench.auth import LAUNCH_ROLES, REVIEW_ROLES, caller, require
+from workbench.executor_ui import executor_picker, with_executor
 from workbench.ui import esc, job_error_html, job_header, latest_job, model_choices, progress_html, submit_job
 
 TEMPLATE_HELP = ("**chat**: a teacher-style instruction sent through the model's chat template (for instruction-tuned "
@@ -25,6 +27,36 @@ TEMPLATE_HELP = ("**chat**: a teacher-style instruction sent through the model's
 RUN_COLUMNS = ["translation", "translator", "direction", "template", "status", "done / total", "chrF++", "BLEU",
                "flagged %", "reviewed", "updated"]
 METRICS = (("segments_per_s", "segments/s"), ("tokens_per_s", "tokens/s"))
+
+
+def engine_controls(prefix: str, default: str) -> tuple[gr.Radio, list[Any]]:
+    """The engine choice (``default`` = transformers/hf, or vllm) and the vLLM options in an accordion. Where vLLM
+    is not installed the vLLM choice is not offered and the reason is shown instead (a spec asking for it is
+    refused by the precheck too). Returns (engine radio, [tensor parallel, GPU memory, max model len, eager,
+    KV cache GiB])."""
+    ok, reason = vllm_available()
+    engine = gr.Radio([default, "vllm"] if ok else [default], value=default, label="engine",
+                      info=None if ok else reason, elem_id=f"{prefix}-engine")
+    with gr.Accordion("vLLM options", open=False, visible=ok):
+        with gr.Row():
+            tp = gr.Number(1, precision=0, label="tensor parallel size (GPUs)", elem_id=f"{prefix}-vllm-tp")
+            mem = gr.Number(0.9, label="GPU memory utilization", elem_id=f"{prefix}-vllm-mem")
+            max_len = gr.Number(0, precision=0, label="max model len (0 = the model's)", elem_id=f"{prefix}-vllm-len")
+            eager = gr.Radio(["auto", "on", "off"], value="auto", label="enforce eager (auto: on on CPU)",
+                             elem_id=f"{prefix}-vllm-eager")
+            kv = gr.Number(0, label="KV cache GiB (0 = default; CPU: 1)", elem_id=f"{prefix}-vllm-kv")
+    return engine, [tp, mem, max_len, eager, kv]
+
+
+def engine_fields(engine: str | None, tp: float | None = 1, mem: float | None = 0.9, max_len: float | None = 0,
+                  eager: str | None = "auto", kv: float | None = 0) -> dict[str, Any]:
+    """The spec fields ``engine`` and ``vllm`` from the engine controls (vllm options only with engine vllm)."""
+    if engine != "vllm":
+        return {"engine": engine} if engine else {}
+    return {"engine": "vllm", "vllm": {
+        "tensor_parallel_size": int(tp or 1), "gpu_memory_utilization": float(mem or 0.9),
+        "max_model_len": int(max_len) if max_len else None,
+        "enforce_eager": {"on": True, "off": False}.get(eager or "auto"), "kv_cache_gb": float(kv) if kv else None}}
 
 
 def corpus_choices(settings: Settings) -> list[tuple[str, str]]:
@@ -43,8 +75,9 @@ def corpus_language(settings: Settings, name: str | None) -> str | None:
 
 def build_spec(corpus: str | None, model: str | None, direction: str, template: str, max_new: float | None,
                temperature: float | None, top_p: float | None, rep: float | None, batch: float | None,
-               commit_every: float | None, limit: float | None, name: str | None) -> TranslateSpec:
-    data: dict[str, Any] = {
+               commit_every: float | None, limit: float | None, name: str | None, engine: str | None = None,
+               *vllm_options: Any) -> TranslateSpec:
+    data: dict[str, Any] = {**engine_fields(engine, *vllm_options),
         "kind": "translate", "corpus": (corpus or "").strip(), "model": (model or "").strip(),
         "direction": direction, "template": template, "max_new_tokens": int(max_new or 256),
         "temperature": float(temperature or 0.0), "top_p": float(top_p if top_p is not None else 1.0),
@@ -160,6 +193,8 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
         batch = gr.Number(16, precision=0, label="batch size", elem_id="translate-batch")
         commit_every = gr.Number(64, precision=0, label="commit every (segments)", elem_id="translate-commit")
         limit = gr.Number(0, precision=0, label="limit (segments; 0 = all)", elem_id="translate-limit")
+    engine, vllm_opts = engine_controls("translate", "transformers")
+    where = executor_picker(settings, "translate")
     with gr.Row():
         go_btn = gr.Button("Translate", variant="primary", elem_id="translate-run")
         show = gr.Button("Show spec", elem_id="translate-show-spec")
@@ -172,20 +207,24 @@ def build(demo: gr.Blocks, settings: Settings, tab: gr.Tab) -> None:
     table = gr.Dataframe(runs_frame(settings, corpora[0][1] if corpora else None), interactive=False,
                          elem_id="translate-runs", max_height=360)
 
-    inputs = [corpus, model, direction, template, max_new, temperature, top_p, rep, batch, commit_every, limit, name]
+    inputs = [corpus, model, direction, template, max_new, temperature, top_p, rep, batch, commit_every, limit, name,
+              engine, *vllm_opts, *where.inputs]
+    n_spec = len(inputs) - len(where.inputs)  # the form's own fields; the executor picker's come after them
 
-    def on_show(c: str, m: str, d: str, t: str, mx: float, te: float, tp: float, rp: float, bs: float, ce: float,
-                lim: float, nm: str):  # noqa: ANN202
+    def on_show(*vals: Any):  # noqa: ANN202
         try:
-            return gr.update(visible=True, value=build_spec(c, m, d, t, mx, te, tp, rp, bs, ce, lim, nm).to_yaml())
+            return gr.update(visible=True, value=with_executor(build_spec(*vals[:n_spec]), vals[n_spec:]).to_yaml())
         except ValueError as e:
             raise gr.Error(str(e)) from None
 
     def on_translate(c: str, m: str, d: str, t: str, mx: float, te: float, tp: float, rp: float, bs: float,
-                     ce: float, lim: float, nm: str, request: gr.Request):  # noqa: ANN202
+                     ce: float, lim: float, nm: str, eng: str, v_tp: float, v_mem: float, v_len: float, v_eager: str,
+                     v_kv: float, ex: str, ex_part: str, ex_nodes: float, ex_gpus: float, ex_cpus: float, ex_mem: str,
+                     ex_time: str, ex_sbatch: str, request: gr.Request):  # noqa: ANN202
         who = require(settings, request, LAUNCH_ROLES, "launching a translation")
         try:
-            spec = build_spec(c, m, d, t, mx, te, tp, rp, bs, ce, lim, nm)
+            spec = build_spec(c, m, d, t, mx, te, tp, rp, bs, ce, lim, nm, eng, v_tp, v_mem, v_len, v_eager, v_kv)
+            spec = with_executor(spec, (ex, ex_part, ex_nodes, ex_gpus, ex_cpus, ex_mem, ex_time, ex_sbatch))
         except ValueError as e:
             raise gr.Error(str(e)) from None
         job_id = submit_job(settings, spec, who.name, "translation")
