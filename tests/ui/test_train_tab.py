@@ -418,7 +418,24 @@ def test_a_researcher_may_not_stop_someone_elses_run_but_may_queue_and_stop_thei
 
 def test_form_fields_match_the_spec():
     """Every spec field a researcher turns is on the form (the rest: advanced, resume_from, evaluate_after)."""
-    covered = {"lora_r", "lora_alpha", "lora_dropout", "lora_targets", "weights"}
-    spec_fields = set(TrainSpec.model_fields) - {"kind", "lora", "resume_from", "evaluate_after"}
+    covered = {"lora_r", "lora_alpha", "lora_dropout", "lora_targets", "weights", "slurm_partition", "slurm_nodes",
+               "slurm_gpus", "slurm_cpus", "slurm_mem", "slurm_time", "slurm_sbatch"}
+    spec_fields = set(TrainSpec.model_fields) - {"kind", "lora", "resume_from", "evaluate_after", "slurm"}
     assert spec_fields <= set(train_tab.FORM_FIELDS)
     assert set(train_tab.FORM_FIELDS) - spec_fields == covered
+
+
+def test_the_form_sends_a_run_to_slurm_with_its_resources():
+    form = dict(train_tab.FORM_DEFAULTS, base_model="demo-lfm2-a", datasets=["pairs"], output="run-1",
+                executor="slurm", slurm_partition="gpu", slurm_nodes=2, slurm_gpus=8, slurm_time="12:00:00",
+                slurm_sbatch="--constraint=h100\n\n")
+    spec = train_tab.build_spec(**form)
+    assert spec.executor == "slurm"
+    assert (spec.slurm.partition, spec.slurm.nodes, spec.slurm.gpus_per_node, spec.slurm.time_limit,
+            spec.slurm.extra_sbatch) == ("gpu", 2, 8, "12:00:00", ("--constraint=h100",))
+    local = train_tab.build_spec(**dict(form, executor="local"))
+    assert local.executor == "local" and local.slurm is None
+    with pytest.raises(ValueError, match="time limit 'soon' is not understood"):
+        train_tab.build_spec(**dict(form, slurm_time="soon"))
+    with pytest.raises(ValueError, match="not allowed"):
+        train_tab.build_spec(**dict(form, slurm_sbatch="--wrap=rm -rf /; echo"))
