@@ -250,7 +250,8 @@ def demo_models_step(spec: DemoModelsSpec, ctx: RunContext) -> None:
             ctx.progress(i, n, f"building {name}")
             if path.exists() and spec.overwrite:
                 shutil.rmtree(path)
-            build_demo_model(path, seed=i, hidden_size=spec.hidden_size, num_layers=spec.num_layers)
+            build = build_demo_llama if spec.arch == "llama" else build_demo_model
+            build(path, seed=i, hidden_size=spec.hidden_size, num_layers=spec.num_layers)
             ctx.log(f"{name}: built at {path} (seed {i})")
             skipped = False
         info = inspect_model(path)

@@ -138,13 +138,23 @@ class SleepSpec(JobSpec):
 
 
 class DemoModelsSpec(JobSpec):
-    """Build the tiny random-weight LFM2 demo models into the workspace and register them."""
+    """Build tiny random-weight demo models into the workspace and register them: LFM2 (the Hala models'
+    architecture; the default) or Llama (``arch: llama``: what vLLM's CPU build runs token for token like
+    transformers; hidden 128 by default, since its attention needs head sizes of 32 or more)."""
 
     kind: Literal["demo_models"] = "demo_models"
     names: tuple[str, ...] = ("demo-lfm2-a", "demo-lfm2-b")
+    arch: Literal["lfm2", "llama"] = "lfm2"
     hidden_size: int = Field(64, ge=16, le=1024)
     num_layers: int = Field(2, ge=2, le=8)
     overwrite: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llama_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("arch") == "llama":
+            data = {"names": ("demo-llama-a", "demo-llama-b"), "hidden_size": 128, **data}
+        return data
 
     @field_validator("names")
     @classmethod

@@ -115,8 +115,12 @@ def cmd_demo_models(args: argparse.Namespace) -> int:
     from jobs.queue import enqueue
 
     settings = _settings()
+    spec = DemoModelsSpec.model_validate({"overwrite": args.overwrite, "arch": args.arch,
+                                          **({"names": tuple(args.names)} if args.names else {})})
     with session_scope(settings.db_url) as s:
-        job_id = enqueue(s, DemoModelsSpec(overwrite=args.overwrite), owner=args.owner).id
+        job = enqueue(s, spec, owner=args.owner)
+        job.executor = "inline"  # built here and now: a live worker must not claim it first
+        job_id = job.id
     return _run_inline(settings, job_id, args.json)
 
 
@@ -593,6 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo-models", help="build the tiny random-weight demo models (offline)")
     d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--arch", choices=["lfm2", "llama"], default="lfm2",
+                   help="lfm2 (default: the Hala models' architecture) or llama (runs on vLLM's CPU build)")
+    d.add_argument("--names", nargs="+", default=None, help="model names (default: demo-<arch>-a demo-<arch>-b)")
     d.add_argument("--json", action="store_true")
     d.add_argument("--owner", default=os.environ.get("HALA_USER"))
     d.set_defaults(func=cmd_demo_models)

@@ -160,3 +160,15 @@ def test_demo_models_step_stops_when_asked(fake_ctx):
     with pytest.raises(StopRequested):
         demo_models_step(DemoModelsSpec(names=("x",)), ctx)
     assert not ctx.artifacts
+
+
+def test_demo_llama_defaults_fit_vllms_cpu_attention(fake_ctx):
+    spec = DemoModelsSpec.model_validate({"arch": "llama"})
+    assert (spec.names, spec.hidden_size) == (("demo-llama-a", "demo-llama-b"), 128)
+    assert DemoModelsSpec.model_validate({"arch": "llama", "hidden_size": 256, "names": ["x"]}).hidden_size == 256
+    ctx = fake_ctx()
+    demo_models_step(DemoModelsSpec.model_validate({"arch": "llama", "names": ["ll"]}), ctx)
+    meta = ctx.artifact("ll").metadata
+    assert (meta["architecture"], meta["hidden_size"]) == ("LlamaForCausalLM", 128)
+    config = json.loads((ctx.artifact("ll").path / "config.json").read_text())
+    assert config["hidden_size"] // config["num_attention_heads"] >= 32  # vLLM CPU: head sizes 32, 64, …
