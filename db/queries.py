@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.artifacts import lineage
-from db.models import Artifact, Job, Metric, utcnow
+from db.models import FINAL_STATES, Artifact, Job, Metric, utcnow
 
 
 def _fmt(t: datetime | None) -> str:
@@ -54,7 +54,11 @@ def where_text(j: Job) -> str:
         return j.executor or "local"
     handle = j.executor_handle or ""
     slurm_id = handle.split(":", 1)[1] if handle.startswith("slurm:") else ""
-    return " · ".join(x for x in ("slurm", slurm_id, j.executor_state or "") if x).replace("slurm · ", "slurm ", 1)
+    state = j.executor_state or ""
+    if j.status in FINAL_STATES and state in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+        state = ""  # the job has ended; the worker records Slurm's final word on its next look
+    where = f"slurm {slurm_id}".strip()
+    return f"{where} · {state}" if state else where
 
 
 def job_artifacts(s: Session, job_id: int) -> list[dict[str, Any]]:

@@ -52,3 +52,18 @@ def test_admin_form_saves_hala_yaml_and_the_precheck_follows_it(tmp_path):
     (tmp_path / "hala.yaml").write_text("executors: [1, 2\n")
     names, note = executor_choices(settings)
     assert names == ["local"] and "unreadable" in note
+
+
+def test_runs_table_says_where_a_job_runs():
+    from db.models import Job
+    from db.queries import where_text
+
+    assert where_text(Job(executor="local")) == "local"
+    assert where_text(Job(executor="slurm", status="queued")) == "slurm"
+    pending = Job(executor="slurm", status="claimed", executor_handle="slurm:1764", executor_state="PENDING")
+    assert where_text(pending) == "slurm 1764 · PENDING"
+    # ended, but the worker has not read Slurm's final state yet: no stale RUNNING next to "succeeded"
+    assert where_text(Job(executor="slurm", status="succeeded", executor_handle="slurm:1764",
+                          executor_state="RUNNING")) == "slurm 1764"
+    assert where_text(Job(executor="slurm", status="failed", executor_handle="slurm:1764",
+                          executor_state="TIMEOUT")) == "slurm 1764 · TIMEOUT"
