@@ -180,7 +180,14 @@ def build_executor_settings(settings: Settings, require_admin: Any) -> None:
             path = save_executor_config(settings.home, cfg)
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        return f"saved to `{path}` — executors: {', '.join(enabled_executors(cfg))}"
+        message = f"saved to `{path}` — executors: {', '.join(enabled_executors(cfg))}"
+        if cfg.slurm.enabled:
+            from jobs.slurm import SlurmExecutor
+
+            why = SlurmExecutor.available()
+            if why:  # the worker may run on another host (a login node); say what this one lacks
+                message += f". Note: this machine cannot submit to Slurm ({why}); a worker that can must run it"
+        return message
 
     save.click(on_save, fields, status, api_name="save_executors")
     return on_open, fields, status
