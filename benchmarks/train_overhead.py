@@ -18,8 +18,8 @@ Three training-loop measures, each compared like with like:
 - "CPU-s": CPU seconds (all threads) of the training process between the line it logs just before
   ``trainer.train()`` and TRL's last log dict of ``train()``, read from /proc by polling both sides the same way
   (every 50 ms) — less sensitive than wall time when other work shares the cores.
-Tokens are ``trainer.state.num_input_tokens_seen`` (the workbench sets ``include_num_input_tokens_seen=True``,
-which counts padding too; TRL's ``num_tokens``, padding excluded, is printed beside it). End-to-end wall and CPU
+Tokens are ``trainer.state.num_input_tokens_seen`` (both sides set ``include_num_input_tokens_seen="non_padding"``,
+as the workbench does: real tokens, padding excluded; TRL's ``num_tokens`` is printed beside it). End-to-end wall and CPU
 time of each side's whole process tree (imports, model load, tokenization, training, save; for the job also the
 CLI, precheck and worker processes) are reported separately.
 
@@ -42,13 +42,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_workspace import add_thread_argument, bench_workspace  # noqa: E402
 
 # The baseline: what one would write with TRL alone (config fields passed in as JSON, so both sides match).
 PLAIN = """
@@ -218,30 +219,19 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--runs", type=int, default=2, help="runs of each side, alternating")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch/OpenMP threads of every process (OMP_NUM_THREADS); 0 = torch's default (all cores)")
+    add_thread_argument(ap)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ntrex128_en_ar"))
     args = ap.parse_args()
-    if args.threads > 0:  # before torch is imported here, and inherited by every process started below
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
-    load_start = os.getloadavg()
-    home = Path(tempfile.mkdtemp(prefix="hala-train-bench-"))
-    os.environ["HALA_HOME"] = str(home)
-    os.environ.pop("HALA_DB_URL", None)
-    import torch
+    settings, load_start = bench_workspace("hala-train-bench-", args.threads)
+    home = settings.home
     import yaml
 
     from hala_core.demo_models import build_demo_model
-    from hala_core.settings import load_settings
     from hala_core.specs import TrainSpec
     from hala_core.train import build_sft_config
     from hala_core.translation import HALA_TRANSLATOR_TEMPLATE, load_parallel
-    from workbench.bootstrap import open_workspace
 
-    settings = open_workspace(load_settings())
-    print(f"load average at start: {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f} "
-          f"on {os.cpu_count()} cores; torch {torch.get_num_threads()} threads")
     model = build_demo_model(settings.models_dir / "bench-train-base", seed=0, hidden_size=args.hidden,
                              num_layers=args.layers)
     from transformers import AutoModelForCausalLM
@@ -264,7 +254,7 @@ def main() -> None:
                  "warmup_steps": 0.03, "lr_scheduler_type": "cosine", "weight_decay": 0.0,
                  "assistant_only_loss": False, "save_steps": 500, "gradient_checkpointing": False, "bf16": False,
                  "fp16": False, "report_to": [], "save_strategy": "steps", "logging_strategy": "steps",
-                 "include_num_input_tokens_seen": True, "use_cpu": True, "disable_tqdm": True,
+                 "include_num_input_tokens_seen": "non_padding", "use_cpu": True, "disable_tqdm": True,
                  "save_total_limit": None, "completion_only_loss": True}
 
     def spec_for(i: int) -> TrainSpec:

@@ -36,13 +36,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_workspace import add_thread_argument, bench_workspace  # noqa: E402
 
 
 def train_tokenizer(lines: list[str], vocab_size: int, out_dir: Path) -> Any:
@@ -146,31 +147,20 @@ def main() -> None:
                     help="other SFTConfig fields for the job, as JSON (the spec's advanced); default: length-grouped "
                     "batches; '{}' for TRL's random sampler")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch/OpenMP threads of every process (OMP_NUM_THREADS); 0 = torch's default (all cores)")
+    add_thread_argument(ap)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ntrex128_en_ar"))
     args = ap.parse_args()
-    if args.threads > 0:  # before torch is imported here, and inherited by every process started below
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
 
     started = time.perf_counter()
-    load_start = os.getloadavg()
-    home = Path(tempfile.mkdtemp(prefix="hala-translator-learns-"))
-    os.environ["HALA_HOME"] = str(home)
-    os.environ.pop("HALA_DB_URL", None)
-    import torch
+    settings, load_start = bench_workspace("hala-translator-learns-", args.threads)
+    home = settings.home
     import yaml
     from transformers import AutoModelForCausalLM
 
     from hala_core.demo_models import build_demo_model, build_tokenizer
-    from hala_core.settings import load_settings
     from hala_core.specs import TrainSpec
     from hala_core.translation import HALA_TRANSLATOR_TEMPLATE, load_parallel
-    from workbench.bootstrap import open_workspace
 
-    settings = open_workspace(load_settings())
-    print(f"load average at start: {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f} on "
-          f"{os.cpu_count()} cores; torch {torch.get_num_threads()} threads")
 
     en, ar = load_parallel(args.data, 100_000)
     if len(en) <= args.held_out:

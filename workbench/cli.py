@@ -133,8 +133,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     with session_scope(settings.db_url) as s:
         if args.jobs_cmd == "list":
             rows = jobs_table(s, kind=args.kind, status=args.status, owner=args.owner, limit=args.limit)
-            text = "\n".join(f"{r['id']:>5}  {r['kind']:<12} {r['status']:<11} {r['owner'] or '-':<10} "
-                             f"{r['progress']:<14} {r['created']}" for r in rows) or "no jobs"
+            text = "\n".join(f"{r['id']:>5}  {r['kind']:<12} {r['status']:<11} {r['where']:<28} "
+                             f"{r['owner'] or '-':<10} {r['progress']:<14} {r['created']}" for r in rows) or "no jobs"
             _print(rows, args.json, text)
         elif args.jobs_cmd == "show":
             info = job_summary(s, args.id, with_spec=True)

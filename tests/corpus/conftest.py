@@ -17,7 +17,14 @@ from db.models import Corpus, CorpusRow, Job, Metric, ReviewEvent, Segment, Tran
 from db.session import read_scope, session_scope
 from hala_core.settings import Settings
 from tests.support.app_server import register_demo_models
-from tests.support.workspace import DB_BACKENDS, db_url, db_workspace, pg_server, workers  # noqa: F401
+from tests.support.workspace import (  # noqa: F401  # noqa: F401
+    both_backends,
+    db_url,
+    db_workspace,
+    pg_server,
+    workers,
+    workspace_on_both_backends,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -27,17 +34,6 @@ needs_data = pytest.mark.skipif(not (ALPACA.is_file() and (NTREX / "newstest2019
                                 reason="the shared sample data (alpaca_5000, ntrex128_en_ar) is not present")
 
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
-
-
-@pytest.fixture(params=DB_BACKENDS)
-def db_backend(request: pytest.FixtureRequest) -> str:
-    """The corpus tests on a workspace run on SQLite and on PostgreSQL (skipped without HALA_TEST_PG_URL)."""
-    return request.param
-
-
-@pytest.fixture
-def workspace(db_workspace: Settings) -> Settings:  # noqa: F811
-    return db_workspace
 
 
 def register_demo(settings: Settings, demo_models: dict[str, Path], names: tuple[str, ...] = ("demo-lfm2-a",)

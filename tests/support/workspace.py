@@ -172,6 +172,19 @@ def db_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -
     dispose_engines()
 
 
+@pytest.fixture(params=DB_BACKENDS, name="db_backend")
+def both_backends(request: pytest.FixtureRequest) -> str:
+    """Import into a folder's conftest (with ``workspace_on_both_backends``) to run its tests on SQLite and on
+    PostgreSQL (the PostgreSQL params are skipped without HALA_TEST_PG_URL)."""
+    return request.param
+
+
+@pytest.fixture(name="workspace")
+def workspace_on_both_backends(db_workspace: Settings) -> Settings:
+    """``workspace`` on the back end of ``db_backend``; import it into a conftest to override the SQLite one."""
+    return db_workspace
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
